@@ -1,0 +1,206 @@
+"""Command line: ``python -m hmmrnn {train,evaluate,list} ...``.
+
+Examples::
+
+    python -m hmmrnn train --hmm linear2 --hidden 150 --input 100 --epochs 500 --seed 0 --out runs/linear2
+    python -m hmmrnn evaluate linear2 [--json]
+    python -m hmmrnn list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+TCMALLOC_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/libtcmalloc_minimal.so.4",
+)
+
+
+def _maybe_reexec_with_tcmalloc(argv: list[str]) -> None:
+    """Training allocates many 64 MiB temporaries; tcmalloc makes that much cheaper on CPU.
+
+    If tcmalloc is installed and not yet preloaded, re-run this same command with it
+    (set HMMRNN_NO_TCMALLOC=1 to opt out).
+    """
+    if os.environ.get("HMMRNN_NO_TCMALLOC") or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    lib = next((p for p in TCMALLOC_PATHS if os.path.exists(p)), None)
+    if lib is None:
+        return
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = (lib + " " + env.get("LD_PRELOAD", "")).strip()
+    env["HMMRNN_NO_TCMALLOC"] = "1"  # never loop
+    os.execve(sys.executable, [sys.executable, "-m", "hmmrnn", *argv], env)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .hmm import TARGET_NAMES
+
+    parser = argparse.ArgumentParser(prog="python -m hmmrnn", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="train a network on an HMM target and write its checkpoint folder")
+    tr.add_argument("--hmm", required=True, choices=TARGET_NAMES, help="target HMM")
+    tr.add_argument("--hidden", type=_positive_int, default=150, help="hidden units H (default 150)")
+    tr.add_argument("--input", type=_positive_int, default=100, help="noise dimensions D (default 100)")
+    tr.add_argument("--epochs", type=_positive_int, default=500)
+    tr.add_argument("--seed", type=_nonneg_int, default=0)
+    tr.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    tr.add_argument("--seq-len", type=_positive_int, default=None, help="sequence length (default: the target's)")
+    tr.add_argument("--h0", choices=("zeros", "normal"), default="zeros")
+    tr.add_argument("--n-sequences", type=_positive_int, default=30000)
+    tr.add_argument("--batch", type=_positive_int, default=4096)
+    tr.add_argument("--lr", type=_positive_float, default=1e-3)
+    tr.add_argument("--beta2", type=float, default=0.9, help="Adam beta2 (beta1 is 0.9)")
+    tr.add_argument("--clip", type=_positive_float, default=None, help="gradient-norm clip (default 0.9; 0.3 for fully3/cyclic4)")
+    tr.add_argument("--blur", type=_positive_float, default=0.2)
+    tr.add_argument("--tau", type=_positive_float, default=1.0)
+    tr.add_argument("--val-every", type=_positive_int, default=5)
+    tr.add_argument("--snapshot-every", type=_nonneg_int, default=0)
+    tr.add_argument("--snapshot-until", type=_nonneg_int, default=300)
+    tr.add_argument("--resume-every", type=_positive_int, default=10)
+    tr.add_argument("--lr-milestones", type=_positive_int, nargs="*", default=[], help="epochs at which lr is multiplied by --lr-gamma")
+    tr.add_argument("--lr-gamma", type=_positive_float, default=0.1)
+    tr.add_argument("--stats-weight", type=float, default=0.0, help="weight of the auxiliary pair-statistics KL term (default 0: the paper's loss)")
+    tr.add_argument("--init-from", default=None, help="start from this checkpoint's weights (name or folder)")
+    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    tr.add_argument("--compile", dest="compile", action="store_true", default=None, help="force torch.compile")
+    tr.add_argument("--no-compile", dest="compile", action="store_false", help="never torch.compile")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
+
+    ev = sub.add_parser("evaluate", help="emission-fit table of a checkpoint vs its HMM vs the paper")
+    ev.add_argument("checkpoint", help="shipped name (e.g. linear2) or checkpoint folder")
+    ev.add_argument("--n", type=_positive_int, default=5000, help="sequences to sample (default 5000)")
+    ev.add_argument("--length", type=_positive_int, default=None, help="sequence length (default 100, as the paper's fit figure)")
+    ev.add_argument("--seed", type=_nonneg_int, default=0)
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("list", help="list the shipped checkpoints and the HMM targets")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    clip = args.clip if args.clip is not None else (0.3 if args.hmm in ("fully3", "cyclic4") else 0.9)
+    config = TrainConfig(
+        hmm=args.hmm,
+        hidden_size=args.hidden,
+        input_size=args.input,
+        h0=args.h0,
+        seq_len=args.seq_len,
+        epochs=args.epochs,
+        seed=args.seed,
+        n_sequences=args.n_sequences,
+        batch_size=args.batch,
+        lr=args.lr,
+        betas=(0.9, args.beta2),
+        grad_clip=clip,
+        blur=args.blur,
+        tau=args.tau,
+        val_every=args.val_every,
+        snapshot_every=args.snapshot_every,
+        snapshot_until=args.snapshot_until,
+        resume_every=args.resume_every,
+        lr_milestones=tuple(args.lr_milestones),
+        lr_gamma=args.lr_gamma,
+        stats_weight=args.stats_weight,
+        init_from=args.init_from,
+        device=args.device,
+        compile=args.compile,
+    )
+    try:
+        config.validate()
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    checkpoint = train(config, args.out, resume=args.resume, log=lambda m: print(m, flush=True))
+    print(json.dumps({"out": str(args.out), **checkpoint.results}))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoints import CheckpointError, load
+    from .metrics import evaluate, format_fit_table
+
+    try:
+        checkpoint = load(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = evaluate(checkpoint, n=args.n, length=args.length, seed=args.seed)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(format_fit_table(report))
+    return 0 if report.passes else 1
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .checkpoints import load, shipped_names
+    from .hmm import TARGET_NAMES, get_hmm
+
+    print("HMM targets (name: states, training length):")
+    for name in TARGET_NAMES:
+        hmm = get_hmm(name)
+        print(f"  {name}: {hmm.n_states} states, L={hmm.seq_len}")
+    print("shipped checkpoints:")
+    names = shipped_names()
+    for name in names:
+        c = load(name)
+        print(f"  {name}: H={c.rnn['hidden_size']} D={c.rnn['input_size']} epochs={c.training.get('epochs')} "
+              f"best val loss {c.results.get('best_val_loss', float('nan')):.3f} @ epoch {c.results.get('best_epoch')}")
+    if not names:
+        print("  (none)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        _maybe_reexec_with_tcmalloc(argv)
+        return _cmd_train(args)
+    if args.command == "evaluate":
+        return _cmd_evaluate(args)
+    return _cmd_list(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

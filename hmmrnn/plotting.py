@@ -1,0 +1,476 @@
+"""One plotting style for the whole book, and plot functions that take arrays and an ``ax``.
+
+Every function here has the form ``plot_*(ax, arrays..., **options) -> ax``: it draws on the
+given axes, returns them, and knows nothing about models, checkpoints or HMM objects (pass
+``hmm.transition``, not ``hmm``). Chapters call :func:`use_style` once and use the sizes in
+:data:`FIGSIZE`, so every figure of the book has the same look.
+
+Colours (all from the Okabe-Ito palette, which stays distinguishable for the common forms of
+colour blindness):
+
+* :data:`OUTPUT_COLORS` -- one fixed colour per output, the same in every chapter: output 0
+  blue, output 1 vermillion (the rare middle output of the linear chains, so that it stands
+  out wherever it appears), output 2 bluish green;
+* :data:`REGION_COLORS` -- the regions of state space of the later chapters: cluster,
+  kick-zone, transition;
+* :data:`SOURCE_COLORS` -- where a number comes from in comparisons: the paper, the exact
+  (analytic) value, a sample of the HMM, a trained network.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Circle, FancyArrowPatch, Patch, Wedge
+
+__all__ = [
+    "OKABE_ITO",
+    "OUTPUT_COLORS",
+    "REGION_COLORS",
+    "SOURCE_COLORS",
+    "FIGSIZE",
+    "STYLE",
+    "use_style",
+    "output_color",
+    "output_legend_handles",
+    "plot_transition_graph",
+    "plot_matrix",
+    "plot_output_raster",
+    "plot_grouped_bars",
+    "plot_loss_curve",
+]
+
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+    "grey": "#999999",
+}
+"""The Okabe-Ito colour-blind-safe palette (plus a neutral grey)."""
+
+OUTPUT_COLORS: tuple[str, ...] = (OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["bluish_green"])
+"""Colour of output 0, 1, 2 in every chapter (output 1 = the rare middle output of the linear chains)."""
+
+REGION_COLORS: dict[str, str] = {
+    "cluster": OKABE_ITO["sky_blue"],
+    "kick_zone": OKABE_ITO["orange"],
+    "transition": OKABE_ITO["reddish_purple"],
+}
+"""Colour of each class of state (later chapters): slow cluster, kick-zone, fast transition."""
+
+SOURCE_COLORS: dict[str, str] = {
+    "paper": "#BBBBBB",
+    "analytic": "#4D4D4D",
+    "sampled": OKABE_ITO["sky_blue"],
+    "rnn": OKABE_ITO["reddish_purple"],
+}
+"""Colour of each source of a number in comparison plots."""
+
+FIGSIZE: dict[str, tuple[float, float]] = {
+    "single": (4.5, 3.2),
+    "wide": (9.0, 3.2),
+    "grid": (9.0, 5.6),
+    "tall": (9.0, 7.5),
+}
+"""Fixed figure sizes in inches: one panel, a row of panels, a 2-row grid, a 3-row grid."""
+
+STYLE: dict[str, object] = {
+    "figure.figsize": FIGSIZE["single"],
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "figure.constrained_layout.use": True,
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "lines.linewidth": 1.5,
+    "image.cmap": "viridis",
+    "axes.prop_cycle": mpl.cycler(
+        color=[OKABE_ITO[k] for k in ("blue", "orange", "bluish_green", "vermillion", "reddish_purple", "sky_blue", "black")]
+    ),
+}
+"""The rcParams that :func:`use_style` sets."""
+
+
+def use_style() -> None:
+    """Apply the book's style (:data:`STYLE`) to matplotlib's global rcParams."""
+    mpl.rcParams.update(STYLE)
+
+
+def output_color(k: int) -> str:
+    """The fixed colour of output ``k`` (:data:`OUTPUT_COLORS`, grey beyond them)."""
+    return OUTPUT_COLORS[k] if 0 <= k < len(OUTPUT_COLORS) else OKABE_ITO["grey"]
+
+
+def output_legend_handles(n_outputs: int = 3, labels: Sequence[str] | None = None) -> list[Patch]:
+    """Legend patches "output 0", "output 1", ... in the fixed output colours."""
+    labels = labels or [f"output {k}" for k in range(n_outputs)]
+    return [Patch(facecolor=output_color(k), label=labels[k]) for k in range(n_outputs)]
+
+
+# --------------------------------------------------------------------------- transition graph
+
+def _is_chain(transition: np.ndarray, min_prob: float) -> bool:
+    idx = np.argwhere(transition > min_prob)
+    return bool(np.all(np.abs(idx[:, 0] - idx[:, 1]) <= 1))
+
+
+def _node_positions(n: int, layout: str) -> np.ndarray:
+    if layout == "line":
+        return np.stack([np.arange(n, dtype=float) * 1.6, np.zeros(n)], axis=1)
+    angles = np.pi / 2 - 2 * np.pi * np.arange(n) / n  # first node on top, clockwise
+    radius = 1.35 if n <= 3 else 1.5
+    return radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def plot_transition_graph(
+    ax: plt.Axes,
+    transition: np.ndarray,
+    emission: np.ndarray | None = None,
+    *,
+    layout: str = "auto",
+    state_labels: Sequence[str] | None = None,
+    min_prob: float = 1e-9,
+    node_radius: float = 0.32,
+    fmt: str = "{:.3g}",
+    max_width: float = 4.0,
+    label_size: float = 8.0,
+) -> plt.Axes:
+    """Draw a Markov chain: states as nodes, arrows ``i -> j`` with width and label ``T[i, j]``.
+
+    Args:
+        ax: axes to draw on (its aspect is set equal and its frame hidden).
+        transition: (M, M) row-stochastic matrix, ``transition[i, j] = P(j | i)``.
+        emission: optional (M, K) emission matrix: each node is then a ring divided in the
+            proportions of its emission probabilities, in :data:`OUTPUT_COLORS`.
+        layout: ``"line"`` (states in a row), ``"circle"``, or ``"auto"`` (a line when only
+            neighbours are connected, a circle otherwise).
+        state_labels: text inside the nodes (default ``"0"``, ``"1"``, ...).
+        min_prob: arrows of smaller probability are not drawn.
+        node_radius: node radius in data units (nodes are 1.6 apart on a line).
+        fmt: format of the probability labels.
+        max_width: line width (points) of an arrow of probability 1.
+        label_size: font size of the probability labels.
+
+    Returns:
+        ax
+    """
+    transition = np.asarray(transition, dtype=float)
+    n = transition.shape[0]
+    if transition.shape != (n, n):
+        raise ValueError(f"transition must be square, got shape {transition.shape}")
+    if emission is not None:
+        emission = np.asarray(emission, dtype=float)
+        if emission.ndim != 2 or emission.shape[0] != n:
+            raise ValueError(f"emission must have shape ({n}, K), got {emission.shape}")
+    if layout == "auto":
+        layout = "line" if _is_chain(transition, min_prob) else "circle"
+    if layout not in ("line", "circle"):
+        raise ValueError(f"layout must be 'line', 'circle' or 'auto', got {layout!r}")
+    pos = _node_positions(n, layout)
+    center = pos.mean(axis=0)
+    labels = list(state_labels) if state_labels is not None else [str(i) for i in range(n)]
+    r = node_radius
+
+    def width(p: float) -> float:
+        return 0.4 + max_width * p
+
+    # arrows between states
+    for i in range(n):
+        for j in range(n):
+            p = transition[i, j]
+            if i == j or p <= min_prob:
+                continue
+            a, b = pos[i], pos[j]
+            d = b - a
+            dist = float(np.hypot(*d))
+            u = d / dist
+            rad = 0.25 if layout == "circle" else 0.25 + 0.15 * (abs(i - j) - 1)
+            # start/end on the node rims, rotated toward the side the arc bends to
+            normal = np.array([u[1], -u[0]])
+            start = a + r * (0.87 * u + 0.5 * normal)
+            end = b + r * (-0.87 * u + 0.5 * normal)
+            arrow = FancyArrowPatch(
+                start, end, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+                mutation_scale=8 + 2 * width(p), lw=width(p), color="#333333", shrinkA=0, shrinkB=0, zorder=1,
+            )
+            ax.add_patch(arrow)
+            # a point of the quadratic Bezier curve that arc3 draws (control point as matplotlib's)
+            seg = end - start
+            control = (start + end) / 2 + rad * np.array([seg[1], -seg[0]])
+            t = 0.5 if layout == "line" else 0.35
+            point = (1 - t) ** 2 * start + 2 * t * (1 - t) * control + t**2 * end
+            if layout == "line":  # beside the arc, away from the row of nodes
+                ax.text(*(point + 0.17 * normal), fmt.format(p), ha="center", va="center", fontsize=label_size, zorder=3)
+            else:  # on the arc
+                ax.text(*point, fmt.format(p), ha="center", va="center", fontsize=label_size, zorder=3,
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
+
+    # self-loops, drawn away from the layout's centre (above the nodes on a line)
+    for i in range(n):
+        p = transition[i, i]
+        if p <= min_prob:
+            continue
+        out = pos[i] - center
+        out = np.array([0.0, 1.0]) if layout == "line" or np.hypot(*out) < 1e-9 else out / np.hypot(*out)
+        side = np.array([-out[1], out[0]])
+        start = pos[i] + r * (0.7 * out + 0.71 * side)
+        end = pos[i] + r * (0.7 * out - 0.71 * side)
+        loop = FancyArrowPatch(
+            start, end, connectionstyle="arc3,rad=-1.9", arrowstyle="-|>",
+            mutation_scale=8 + 2 * width(p), lw=width(p), color="#333333", shrinkA=0, shrinkB=0, zorder=1,
+        )
+        ax.add_patch(loop)
+        ax.text(*(pos[i] + out * (r + 0.62)), fmt.format(p), ha="center", va="center", fontsize=label_size, zorder=3)
+
+    # nodes: white disc, emission ring, label
+    for i in range(n):
+        ax.add_patch(Circle(pos[i], r, fc="white", ec="#333333", lw=1.0, zorder=4))
+        if emission is not None:
+            theta = 90.0
+            for k, e in enumerate(emission[i]):
+                if e <= 0:
+                    continue
+                span = 360.0 * e / emission[i].sum()
+                ax.add_patch(Wedge(pos[i], r, theta - span, theta, width=0.38 * r, fc=output_color(k), ec="none", zorder=5))
+                theta -= span
+        ax.text(*pos[i], labels[i], ha="center", va="center", fontsize=9, fontweight="bold", zorder=6)
+
+    pad = r + 0.95
+    ax.set_xlim(pos[:, 0].min() - pad, pos[:, 0].max() + pad)
+    low = pos[:, 1].min() - (0.75 if layout == "line" else pad)
+    ax.set_ylim(low, pos[:, 1].max() + pad)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    return ax
+
+
+# --------------------------------------------------------------------------- matrices and rasters
+
+def plot_matrix(
+    ax: plt.Axes,
+    matrix: np.ndarray,
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    fmt: str = "{:.3f}",
+    cmap: str = "Blues",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    annotate: bool = True,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+    fontsize: float = 8.0,
+) -> plt.Axes:
+    """Heatmap of a matrix with each cell's value written in it.
+
+    Args:
+        ax: axes to draw on.
+        matrix: (R, C) values; NaN cells are left blank.
+        row_labels, col_labels: tick labels (default the indices).
+        fmt: format of the annotations.
+        cmap, vmin, vmax: colour map and its range (default 0..1, for probabilities;
+            None takes the data's range).
+        annotate: write the values into the cells.
+        xlabel, ylabel, title: axis texts.
+        fontsize: size of the annotations.
+
+    Returns:
+        ax
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.ndim != 2:
+        raise ValueError(f"matrix must be 2-D, got shape {matrix.shape}")
+    lo = np.nanmin(matrix) if vmin is None else vmin
+    hi = np.nanmax(matrix) if vmax is None else vmax
+    ax.imshow(matrix, cmap=cmap, vmin=lo, vmax=hi, aspect="auto", interpolation="nearest")
+    n_rows, n_cols = matrix.shape
+    ax.set_xticks(range(n_cols), col_labels if col_labels is not None else [str(c) for c in range(n_cols)])
+    ax.set_yticks(range(n_rows), row_labels if row_labels is not None else [str(r) for r in range(n_rows)])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if annotate:
+        span = (hi - lo) if hi > lo else 1.0
+        for r in range(n_rows):
+            for c in range(n_cols):
+                v = matrix[r, c]
+                if np.isnan(v):
+                    continue
+                dark = (v - lo) / span > 0.6
+                ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=fontsize,
+                        color="white" if dark else "black")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_output_raster(
+    ax: plt.Axes,
+    outputs: np.ndarray,
+    *,
+    n_outputs: int = 3,
+    xlabel: str = "time step",
+    ylabel: str = "sequence",
+    title: str | None = None,
+    legend: bool = False,
+) -> plt.Axes:
+    """Raster of output sequences: one row per sequence, one column per step, coloured by output.
+
+    Args:
+        ax: axes to draw on.
+        outputs: (n, L) integer outputs in ``[0, n_outputs)``.
+        n_outputs: number of outputs K (fixes the colour map: output k is always
+            ``OUTPUT_COLORS[k]``).
+        xlabel, ylabel, title: axis texts.
+        legend: add an "output k" legend to the right.
+
+    Returns:
+        ax
+    """
+    outputs = np.asarray(outputs)
+    if outputs.ndim != 2:
+        raise ValueError(f"outputs must be (n, L), got shape {outputs.shape}")
+    if outputs.size and (outputs.min() < 0 or outputs.max() >= n_outputs):
+        raise ValueError(f"outputs must lie in [0, {n_outputs})")
+    cmap = ListedColormap([output_color(k) for k in range(n_outputs)])
+    ax.imshow(outputs, cmap=cmap, vmin=-0.5, vmax=n_outputs - 0.5, aspect="auto", interpolation="nearest")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(handles=output_legend_handles(n_outputs), loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax
+
+
+# --------------------------------------------------------------------------- comparisons and curves
+
+def plot_grouped_bars(
+    ax: plt.Axes,
+    values: Mapping[str, Sequence[float]],
+    group_labels: Sequence[str],
+    *,
+    errors: Mapping[str, Sequence[float]] | None = None,
+    colors: Mapping[str, str] | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+    width: float = 0.8,
+    legend: bool = True,
+    log: bool = False,
+) -> plt.Axes:
+    """Bars side by side: one group per label, one bar per series (e.g. paper / analytic / sampled).
+
+    Args:
+        ax: axes to draw on.
+        values: series name -> one value per group (NaN: no bar, e.g. the paper is silent).
+        group_labels: names of the groups (x tick labels).
+        errors: optional series name -> error bar half-lengths.
+        colors: series name -> colour (default :data:`SOURCE_COLORS` for known names, then
+            the style's cycle).
+        ylabel, title: axis texts.
+        width: total width of a group.
+        legend: draw a legend of the series.
+        log: logarithmic y axis.
+
+    Returns:
+        ax
+    """
+    names = list(values)
+    n_groups = len(group_labels)
+    for name in names:
+        if len(values[name]) != n_groups:
+            raise ValueError(f"series {name!r} has {len(values[name])} values for {n_groups} groups")
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    bar = width / max(len(names), 1)
+    x = np.arange(n_groups)
+    for s, name in enumerate(names):
+        color = (colors or {}).get(name) or SOURCE_COLORS.get(name) or cycle[s % len(cycle)]
+        v = np.asarray(values[name], dtype=float)
+        err = None if errors is None or name not in errors else np.asarray(errors[name], dtype=float)
+        keep = ~np.isnan(v)
+        ax.bar(x[keep] - width / 2 + bar * (s + 0.5), v[keep], bar * 0.92, color=color, label=name,
+               yerr=None if err is None else err[keep], capsize=2 if err is not None else 0,
+               error_kw=dict(lw=0.8), edgecolor="#333333", linewidth=0.4)
+    ax.set_xticks(x, list(group_labels))
+    if log:
+        ax.set_yscale("log")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend and names:
+        ax.legend()
+    return ax
+
+
+def plot_loss_curve(
+    ax: plt.Axes,
+    epochs: Sequence[float],
+    losses: Sequence[float],
+    *,
+    label: str | None = None,
+    color: str | None = None,
+    mark_epoch: float | None = None,
+    mark_label: str | None = None,
+    band: tuple[float, float] | None = None,
+    band_label: str | None = None,
+    xlabel: str = "epoch",
+    ylabel: str = "loss",
+    logy: bool = False,
+) -> plt.Axes:
+    """A loss curve with an optional marked epoch (dashed line) and a horizontal band.
+
+    Call it again on the same ``ax`` for a second curve (e.g. validation).
+
+    Args:
+        ax: axes to draw on.
+        epochs, losses: the curve (same length).
+        label, color: legend entry and colour of the curve.
+        mark_epoch: draw a vertical dashed line there (e.g. the bifurcation, the best epoch).
+        mark_label: its legend entry.
+        band: ``(low, high)`` shaded horizontally (e.g. the paper's best-loss range).
+        band_label: its legend entry.
+        xlabel, ylabel: axis texts.
+        logy: logarithmic y axis.
+
+    Returns:
+        ax
+    """
+    epochs = np.asarray(epochs, dtype=float)
+    losses = np.asarray(losses, dtype=float)
+    if epochs.shape != losses.shape or epochs.ndim != 1:
+        raise ValueError(f"epochs and losses must be 1-D of the same length, got {epochs.shape} and {losses.shape}")
+    ax.plot(epochs, losses, label=label, color=color)
+    if band is not None:
+        ax.axhspan(band[0], band[1], color=SOURCE_COLORS["paper"], alpha=0.5, lw=0, label=band_label, zorder=0)
+    if mark_epoch is not None:
+        ax.axvline(mark_epoch, color="#333333", ls="--", lw=1.0, label=mark_label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if label or mark_label or band_label:
+        ax.legend()
+    return ax
+
