@@ -461,8 +461,8 @@ def heldout_sinkhorn(model: torch.nn.Module, hmm_outputs: np.ndarray | torch.Ten
     diameter, as in training) under ``torch.inference_mode``. For n > ``batch`` the data are
     split into consecutive batches of ``batch`` sequences (the last may be smaller), each
     compared with its own generated batch, and the values are averaged weighted by batch size
-    — like the training's validation loss, since the divergence of 4096-point clouds is
-    biased upwards relative to larger ones.
+    — as the training's validation loss is computed: an estimate from finite clouds depends
+    on their size, so clouds of the training's size keep the value comparable with it.
 
     Args:
         model: a :class:`~hmmrnn.model.NoiseRNN`.
