@@ -1,4 +1,4 @@
-"""Command line: ``python -m hmmrnn {train,evaluate,list} ...``.
+"""Command line: ``python -m hmmrnn {train,evaluate,calibrate,list} ...``.
 
 Examples::
 
@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_nonneg_int, default=0)
     ev.add_argument("--json", action="store_true", help="machine-readable output")
 
+    ca = sub.add_parser("calibrate", help="re-fit the readout of a checkpoint to its training data's pair statistics (dynamics unchanged)")
+    ca.add_argument("checkpoint", help="shipped name or checkpoint folder")
+    ca.add_argument("--out", required=True, type=Path, help="folder of the calibrated checkpoint")
+    ca.add_argument("--seed", type=_nonneg_int, default=0)
+    ca.add_argument("--n-runs", type=_positive_int, default=2048)
+    ca.add_argument("--penalty", type=_positive_float, default=1e-3)
+    ca.add_argument("--max-iter", type=_positive_int, default=300)
+
     sub.add_parser("list", help="list the shipped checkpoints and the HMM targets")
     return parser
 
@@ -172,6 +180,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if report.passes else 1
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate_checkpoint
+    from .checkpoints import CheckpointError
+
+    try:
+        result = calibrate_checkpoint(args.checkpoint, args.out, seed=args.seed, n_runs=args.n_runs,
+                                      penalty=args.penalty, max_iter=args.max_iter)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    info = result.training["calibration"]
+    print(json.dumps({"out": str(args.out), **{k: info[k] for k in ("kl_before", "kl_after", "readout_change")}}))
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from .checkpoints import load, shipped_names
     from .hmm import TARGET_NAMES, get_hmm
@@ -199,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_train(args)
     if args.command == "evaluate":
         return _cmd_evaluate(args)
+    if args.command == "calibrate":
+        return _cmd_calibrate(args)
     return _cmd_list(args)
 
 

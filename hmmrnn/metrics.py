@@ -47,6 +47,8 @@ __all__ = [
     "FREQUENT_OUTPUT_THRESHOLD",
     "DEFAULT_EVAL_LENGTH",
     "CHECK_DESCRIPTIONS",
+    "running_median",
+    "secondary_drop_epoch",
     "output_transition_counts",
     "empirical_transition_matrix",
     "empirical_marginals",
@@ -869,3 +871,42 @@ def format_fit_table(report: FitReport) -> str:
         lines.append(f"{'PASS' if ok else 'FAIL'}  {key}: {CHECK_DESCRIPTIONS.get(key, key)}")
     lines.append(f"overall: {'PASS' if report.passes else 'FAIL'}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- training curves
+
+def running_median(values: np.ndarray, window: int) -> np.ndarray:
+    """(n,) -> (n,) centred running median over ``window`` points (shrinking at the ends)."""
+    values = np.asarray(values, dtype=np.float64)
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    half = window // 2
+    return np.array([np.median(values[max(0, i - half): i + half + 1]) for i in range(values.size)])
+
+
+def secondary_drop_epoch(epochs: np.ndarray, losses: np.ndarray, window: int = 5, skip: int = 10) -> int | None:
+    """Epoch of the secondary loss drop (the training bifurcation seen in the loss).
+
+    Rule (stated so anyone can rerun it): smooth the loss with a centred running median of
+    ``window`` epochs; ``plateau`` = the largest smoothed value after the first ``skip``
+    epochs (the fast initial fall excluded), ``final`` = the median of the last 10 % of
+    epochs; the drop epoch is the first epoch after the plateau's maximum at which the
+    smoothed loss falls below the midpoint ``(plateau + final) / 2``. Returns None when the
+    curve has no such drop (plateau - final smaller than 10 % of the plateau).
+
+    Args:
+        epochs: (n,) epoch numbers; losses: (n,) training (or validation) losses.
+    """
+    epochs = np.asarray(epochs)
+    smooth = running_median(np.asarray(losses, dtype=np.float64), window)
+    if smooth.size <= skip + 1:
+        return None
+    tail = smooth[-max(1, smooth.size // 10):]
+    final = float(np.median(tail))
+    after = np.arange(smooth.size) >= skip
+    peak = int(np.flatnonzero(after)[np.argmax(smooth[after])])
+    plateau = float(smooth[peak])
+    if plateau - final < 0.1 * abs(plateau):
+        return None
+    below = np.flatnonzero((np.arange(smooth.size) > peak) & (smooth < 0.5 * (plateau + final)))
+    return int(epochs[below[0]]) if below.size else None

@@ -255,8 +255,9 @@ def train(
     val_seed = int(seeds[3].generate_state(1)[0])
 
     model = NoiseRNN(config.input_size, config.hidden_size, hmm.n_outputs, h0=config.h0, generator=init_gen)
+    parent: ckpt.Checkpoint | None = None
     if config.init_from:
-        start = ckpt.load(config.init_from)
+        start = parent = ckpt.load(config.init_from)
         if start.weights.W_rec.shape != tuple(model.W_rec.shape) or start.weights.W_in.shape != tuple(model.W_in.shape):
             raise ValueError(f"init_from {config.init_from!r} has other sizes than this configuration")
         model = NoiseRNN.from_weights(start.weights, h0=config.h0)
@@ -415,6 +416,8 @@ def train(
         "final_val_loss": float(final_val),
         "final_epoch": int(history["epoch"][-1]) if history["epoch"] else 0,
     }
+    if parent is not None:
+        history, results, training = _as_second_phase(parent, history, results, training, config.init_from)
     checkpoint = ckpt.Checkpoint(
         weights=best["weights"],
         hmm=hmm,
@@ -427,4 +430,30 @@ def train(
     ckpt.atomic_write_bytes(out_dir / "last.npz", ckpt._npz_bytes(model.weights()._asdict()))
     if snap_epochs:
         ckpt.save_snapshots(out_dir / "snapshots.npz", snap_epochs, snap_weights)
+    elif parent is not None and parent.path is not None and (parent.path / "snapshots.npz").exists():
+        ckpt.atomic_write_bytes(out_dir / "snapshots.npz", (parent.path / "snapshots.npz").read_bytes())
     return checkpoint
+
+
+def _as_second_phase(parent: ckpt.Checkpoint, history: dict[str, list], results: dict[str, Any],
+                     training: dict[str, Any], init_from: str) -> tuple[dict[str, list], dict[str, Any], dict[str, Any]]:
+    """Present a run started from ``parent`` (``init_from``) as a second phase of the parent's run.
+
+    The history becomes the parent's followed by this run's epochs, numbered on from the
+    parent's final epoch; ``results`` epochs are shifted the same way and gain
+    ``phase_start_epoch``; ``training["parent"]`` keeps the parent's settings and results.
+    The best model is the best of *this* phase (by its own validation).
+    """
+    offset = int(parent.results.get("final_epoch") or (parent.history.get("epoch") or [0])[-1])
+    combined: dict[str, list] = {}
+    for key, values in history.items():
+        before = list(parent.history.get(key, []))
+        shifted = [e + offset for e in values] if key in ("epoch", "val_epoch") else list(values)
+        combined[key] = before + shifted
+    results = dict(results)
+    results["best_epoch"] += offset
+    results["final_epoch"] += offset
+    results["phase_start_epoch"] = offset + 1
+    training = dict(training)
+    training["parent"] = {"init_from": str(init_from), "training": parent.training, "results": parent.results}
+    return combined, results, training

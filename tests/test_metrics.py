@@ -333,3 +333,15 @@ def test_cli_evaluate_json_and_exit_code(tmp_path, kind):
 def test_cli_evaluate_missing_checkpoint(tmp_path):
     result = _run_cli(str(tmp_path / "nothing"))
     assert result.returncode == 2 and "error" in result.stderr
+
+
+def test_secondary_drop_epoch_finds_the_midpoint_crossing():
+    from hmmrnn.metrics import secondary_drop_epoch
+
+    epochs = np.arange(1, 201)
+    # fast initial fall to a plateau of 36, a drop between epochs 60 and 80 to 10
+    loss = np.where(epochs < 6, 55.0 - 4 * epochs, 36.0)
+    loss = np.where(epochs >= 60, 36.0 - 26.0 * np.clip((epochs - 60) / 20, 0, 1), loss)
+    # the midpoint 23 is crossed at epoch 70 (36 - 26 * 10/20 = 23 -> strictly below after 70)
+    assert secondary_drop_epoch(epochs, loss) == 71
+    assert secondary_drop_epoch(epochs, np.full(200, 10.0)) is None
