@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--out", required=True, type=Path, help="folder of the calibrated checkpoint")
     ca.add_argument("--seed", type=_nonneg_int, default=0)
     ca.add_argument("--n-runs", type=_positive_int, default=2048)
-    ca.add_argument("--penalty", type=_positive_float, default=1e-3)
+    ca.add_argument("--penalty", type=_positive_float, default=0.1, help="weight of ||W_out - W_out0||^2 (default 0.1)")
     ca.add_argument("--max-iter", type=_positive_int, default=300)
 
     sub.add_parser("list", help="list the shipped checkpoints and the HMM targets")

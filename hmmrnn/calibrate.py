@@ -76,7 +76,7 @@ def calibrate_readout(
     generator: torch.Generator,
     n_runs: int = 2048,
     length: int = 100,
-    penalty: float = 1e-3,
+    penalty: float = 0.1,
     max_iter: int = 300,
     h0: str = "zeros",
 ) -> CalibrationResult:
@@ -139,16 +139,15 @@ def calibrate_readout(
 
 
 def calibrate_checkpoint(source: "str | Path", out: "str | Path", seed: int = 0, n_runs: int = 2048,
-                         penalty: float = 1e-3, max_iter: int = 300) -> "Checkpoint":
+                         penalty: float = 0.1, max_iter: int = 300) -> "Checkpoint":
     """Calibrate a checkpoint's readout on its own training data and write the result to ``out``.
 
     The training sequences are regenerated exactly from the source's recorded seed and sizes
     (:func:`hmmrnn.train.make_dataset`); the driven runs use ``torch.Generator().manual_seed(seed)``.
-    The new checkpoint keeps the source's history and snapshots; ``training["calibration"]``
-    records the settings and the before/after statistics.
+    The new checkpoint keeps the source's history; its snapshots are the source's (read through
+    ``Checkpoint.snapshots()``, not copied); ``training["calibration"]`` records the source,
+    the settings and the before/after statistics.
     """
-    import shutil
-
     from . import checkpoints as ckpt
     from .train import make_dataset
 
@@ -174,6 +173,4 @@ def calibrate_checkpoint(source: "str | Path", out: "str | Path", seed: int = 0,
     calibrated = ckpt.Checkpoint(result.weights, checkpoint.hmm, dict(checkpoint.rnn), new_training,
                                  dict(checkpoint.results, calibrated=True), checkpoint.history)
     ckpt.save(calibrated, out)
-    if checkpoint.path is not None and (checkpoint.path / "snapshots.npz").exists():
-        shutil.copyfile(checkpoint.path / "snapshots.npz", Path(out) / "snapshots.npz")
     return calibrated

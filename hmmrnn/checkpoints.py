@@ -82,10 +82,18 @@ class Checkpoint:
         return NoiseRNN.from_weights(self.weights, h0=self.rnn["h0"], device=device)
 
     def snapshots(self) -> "Snapshots | None":
-        """The training snapshots saved beside the checkpoint, or None."""
-        if self.path is None or not (self.path / "snapshots.npz").exists():
-            return None
-        return load_snapshots(self.path / "snapshots.npz", self.weights)
+        """The training snapshots saved beside the checkpoint, or None.
+
+        A checkpoint made from another one without further training (a readout calibration,
+        ``training["calibration"]["source"]``) shares its source's training run: its
+        snapshots are the source's.
+        """
+        if self.path is not None and (self.path / "snapshots.npz").exists():
+            return load_snapshots(self.path / "snapshots.npz", self.weights)
+        source = (self.training.get("calibration") or {}).get("source")
+        if source:
+            return load(source).snapshots()
+        return None
 
     def config(self) -> dict[str, Any]:
         """The JSON config (all five sections)."""
