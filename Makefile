@@ -19,7 +19,7 @@ book: setup
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
 test: setup
-	$(PY) -m pytest --nbval-lax --sanitize-with book/nbval_sanitize.cfg tests book
+	$(PY) -m pytest --nbval-lax --nbval-sanitize-with book/nbval_sanitize.cfg tests book
 
 chapters: setup
 	$(PY) scripts/run_chapters.py --out out/chapters

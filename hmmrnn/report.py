@@ -19,6 +19,8 @@ Pass rules (``rule`` field; :data:`RULES`), with ``tol`` the claim's tolerance:
 * ``"beyond"`` -- ``paper=None``: a result the paper does not have ("beyond the paper");
   reported, never judged (``passed`` is None).
 
+Comparisons with a tolerance allow for float rounding (``1e-12`` plus ``1e-9`` of the
+tolerance): an exact value 0.21425 is within 5e-5 of the paper's rounded 0.2143.
 A non-finite ``ours`` (NaN, inf) in a numeric rule is recorded and fails; a malformed claim
 (wrong types, a negative tolerance, ``low > high``, vectors of different lengths) raises
 :class:`ClaimError` at once, so a chapter cannot save a claim that the report cannot judge.
@@ -58,6 +60,7 @@ __all__ = [
     "make_claim",
     "format_value",
     "collect",
+    "chapter_parameters",
     "counts",
     "render",
     "repository_root",
@@ -167,6 +170,11 @@ def _infer_rule(paper: Any) -> str:
     )
 
 
+def _within(distance: float, tol: float) -> bool:
+    """``distance <= tol``, allowing float rounding (1e-12 + 1e-9 * tol)."""
+    return distance <= tol + 1e-12 + 1e-9 * tol
+
+
 def _judge(rule: str, ours: Any, paper: Any, tol: float | None) -> bool | None:
     """The pass rule (see the module docstring); inputs already normalised."""
     if rule == "beyond":
@@ -174,12 +182,12 @@ def _judge(rule: str, ours: Any, paper: Any, tol: float | None) -> bool | None:
     if rule == "equal":
         return ours == paper
     if rule == "number":
-        return bool(_finite(ours) and abs(ours - paper) <= tol)
+        return bool(_finite(ours) and _within(abs(ours - paper), tol))
     if rule == "range":
         low, high = paper
-        return bool(_finite(ours) and low - tol <= ours <= high + tol)
+        return bool(_finite(ours) and _within(max(low - ours, ours - high, 0.0), tol))
     if rule == "vector":
-        return bool(all(_finite(o) and abs(o - p) <= tol for o, p in zip(ours, paper)))
+        return bool(all(_finite(o) and _within(abs(o - p), tol) for o, p in zip(ours, paper)))
     raise ClaimError(f"unknown rule {rule!r}")  # pragma: no cover - rules are checked earlier
 
 
@@ -362,6 +370,8 @@ def format_value(value: Any, digits: int = 4) -> str:
     """Stable short text for a value: numbers to ``digits`` significant digits.
 
     The paper quotes up to four significant digits (0.2562, 0.9405), hence the default.
+    The value is first rounded to 12 significant digits, so that the text is the same on
+    every machine even for exact values on a rounding boundary.
     """
     if value is None:
         return "-"
@@ -376,6 +386,9 @@ def format_value(value: Any, digits: int = 4) -> str:
     value = float(value)
     if not math.isfinite(value):
         return str(value)
+    # canonical double first: float noise below 12 significant digits (which differs between
+    # machines) must not decide a rounding boundary such as 0.068805 -> 0.06880 / 0.06881
+    value = float(f"{value:.12g}")
     text = format(value, f".{digits}g")
     return "0" if text == "-0" else text
 
@@ -613,6 +626,14 @@ def collect(folder: str | Path | None = None, order: Sequence[str] | None = None
     for path in files:
         claims += _load_file(path)[1]
     return claims
+
+
+def chapter_parameters(folder: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Chapter stem -> the parameters its saved claims were computed with (see :func:`collect`)."""
+    folder = Path(folder) if folder is not None else default_claims_folder()
+    if not folder.is_dir():
+        return {}
+    return {path.stem: _load_file(path)[0].get("parameters", {}) for path in sorted(folder.glob("*.json"))}
 
 
 def render(claims: Sequence[Claim], fmt: str = "html", digits: int = 4) -> str:
