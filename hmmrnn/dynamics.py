@@ -29,12 +29,19 @@ Contents, in the order of the chapter *Global dynamics*:
    The noise-averaged drift ``E[h_{t+1} | h_t]`` is a rectified Gaussian mean in closed form
    (:func:`averaged_map`, :func:`conditional_moments`); it is a smooth one-step map, so
    the same fixed-point finder applies.
+   :func:`drift_field` maps that drift, and the actual noise residual of a run, over the
+   states the network visits.
 3. Orbits: batched driven runs (:func:`driven_run`), PCA (:func:`pca`), the sense of
-   rotation (:func:`rotation`), the orbit radius against the noise scale
+   rotation from the signed areas of round trips (:func:`rotation`,
+   :func:`switch_triggered_average`), the orbit radius against the noise scale
    (:func:`radius_sweep`) and the alignment of the readout with the orbit plane
    (:func:`readout_alignment`).
-4. The training bifurcation from weight snapshots (:func:`snapshot_dynamics`,
-   :func:`detect_transition`).
+4. The training bifurcation from weight snapshots (:func:`snapshot_dynamics`, local
+   spectra on the active block (:func:`local_eigvals`, :func:`eigen_counts`), and the
+   midpoint rule :func:`detect_transition`).
+
+Heavy linear algebra goes through torch (one thread is fastest for these small problems);
+randomness always comes from an explicit ``torch.Generator``.
 
 Shapes: ``H`` hidden units, ``D`` input dimensions, ``K`` outputs, ``B`` trajectories,
 ``T`` time steps, ``P`` points, ``S`` snapshots or noise scales.
@@ -42,8 +49,9 @@ Shapes: ``H`` hidden units, ``D`` input dimensions, ``K`` outputs, ``B`` traject
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +79,8 @@ __all__ = [
     "jacobian",
     "relu_jacobian",
     "averaged_jacobian",
+    "map_jacobian",
+    "local_eigvals",
     "find_fixed_points",
     "iterate_map",
     "converge",
@@ -81,6 +91,8 @@ __all__ = [
     "pca",
     "orient_pcs",
     "rotation",
+    "switch_times",
+    "switch_triggered_average",
     "orbit_radius",
     "linear_fit",
     "radius_sweep",
@@ -114,6 +126,22 @@ def _check_states(states: torch.Tensor | np.ndarray, name: str = "states") -> No
         raise ValueError(f"{name} must be (N, H), got shape {tuple(states.shape)}")
     if states.shape[0] == 0:
         raise ValueError(f"{name} is empty")
+
+
+@contextlib.contextmanager
+def _no_subnormals() -> Iterator[None]:
+    """Flush subnormal floats to zero inside the block (then switch flushing off again).
+
+    Input-free trajectories and fixed-point searches of a bias-free ReLU network shrink
+    geometrically towards the origin; subnormal arithmetic would make them ~100x slower
+    without changing any result at the precision that matters.
+    """
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
 
 
 # =============================================================================== maps
@@ -169,23 +197,19 @@ def conditional_moments(weights: RNNWeights, h: np.ndarray | torch.Tensor, noise
         ``E[relu(u)^2] = (mu^2 + sigma^2) Phi(z) + mu sigma phi(z)``.
     """
     weights = _as_weights(weights)
-    h = np.asarray(h.detach().cpu().numpy() if isinstance(h, torch.Tensor) else h, dtype=np.float64)
-    _check_states(h, "h")
-    mu = h @ np.asarray(weights.W_rec, dtype=np.float64).T
-    sigma = np.broadcast_to(_input_std(weights, noise_scale), mu.shape)
-    out_mean = np.maximum(mu, 0.0)
-    out_var = np.zeros_like(mu)
-    pos = sigma > 0
-    if np.any(pos):
-        m, s = mu[pos], sigma[pos]
-        z = m / s
-        cdf = torch.special.ndtr(torch.from_numpy(z)).numpy()
-        pdf = np.exp(-0.5 * z * z) / _SQRT_2PI
-        mean = m * cdf + s * pdf
-        second = (m * m + s * s) * cdf + m * s * pdf
-        out_mean[pos] = mean
-        out_var[pos] = np.maximum(second - mean * mean, 0.0)
-    return out_mean, out_var
+    x = _tensor(h, torch.float64)
+    _check_states(x, "h")
+    mu = x @ torch.tensor(weights.W_rec, dtype=torch.float64).T  # torch: one thread, no BLAS contention
+    sigma = torch.tensor(_input_std(weights, noise_scale), dtype=torch.float64).expand_as(mu)
+    noisy = sigma > 0
+    safe = torch.where(noisy, sigma, torch.ones_like(sigma))
+    z = mu / safe
+    cdf = torch.special.ndtr(z)
+    pdf = torch.exp(-0.5 * z * z) / _SQRT_2PI
+    mean = torch.where(noisy, mu * cdf + safe * pdf, torch.relu(mu))
+    second = (mu * mu + safe * safe) * cdf + mu * safe * pdf
+    var = torch.where(noisy, (second - mean * mean).clamp_min(0.0), torch.zeros_like(mu))
+    return mean.numpy(), var.numpy()
 
 
 def monte_carlo_moments(
@@ -260,6 +284,49 @@ def averaged_jacobian(weights: RNNWeights, h: np.ndarray | torch.Tensor, noise_s
     return gain[:, :, None] * w
 
 
+def map_jacobian(weights: RNNWeights, noise_scale: float | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Closed-form Jacobian function of :func:`autonomous_map` (``noise_scale=None``) or of
+    :func:`averaged_map` (``noise_scale=s``): (P, H) float64 states -> (P, H, H).
+
+    Much faster than autograd; pass it as ``jacobian_fn`` to :func:`find_fixed_points`.
+    For the ReLU map the mask is ``1[W_rec h > 0]`` (torch's convention ``relu'(0) = 0``).
+    """
+    weights = _as_weights(weights)
+    if noise_scale is None:
+        w = torch.tensor(weights.W_rec, dtype=torch.float64)
+        return lambda h: relu_jacobian(w, _tensor(h, torch.float64) @ w.T > 0)
+    _input_std(weights, noise_scale)  # validates
+    return lambda h: averaged_jacobian(weights, h, noise_scale)
+
+
+def local_eigvals(W_rec: np.ndarray | torch.Tensor, active: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of the local ReLU maps ``diag(active) W_rec``, computed on the active block only.
+
+    With the units permuted active-first, ``diag(m) W_rec = [[W_aa, W_ai], [0, 0]]``, so its
+    spectrum is that of ``W_aa`` (k x k, k active units) plus H - k zeros. The blocks are
+    gathered into one zero-padded (N, k_max, k_max) batch (padding adds more zeros), which is
+    much cheaper than N full H x H eigenproblems.
+
+    Args:
+        W_rec: (H, H).
+        active: (N, H) bool.
+
+    Returns:
+        (N, k_max) complex eigenvalues (k_max = most active units in any row; the remaining
+        ``H - k_max`` eigenvalues of each local map are 0).
+    """
+    w = W_rec if isinstance(W_rec, torch.Tensor) else torch.from_numpy(np.asarray(W_rec))
+    m = active if isinstance(active, torch.Tensor) else torch.from_numpy(np.asarray(active, dtype=bool))
+    if m.ndim != 2 or m.shape[1] != w.shape[0]:
+        raise ValueError(f"active must be (N, {w.shape[0]}), got {tuple(m.shape)}")
+    counts = m.sum(1)
+    k = max(int(counts.max()), 1)
+    order = torch.argsort((~m).to(torch.int8), dim=1, stable=True)[:, :k]  # active units first
+    keep = torch.arange(k)[None, :] < counts[:, None]  # (N, k) real (not padding) entries
+    block = w[order[:, :, None], order[:, None, :]] * (keep[:, :, None] & keep[:, None, :]).to(w.dtype)
+    return torch.linalg.eigvals(block)
+
+
 # =============================================================================== fixed points
 
 class FixedPoints(NamedTuple):
@@ -319,6 +386,8 @@ def find_fixed_points(
     final_lr: float = 1e-4,
     newton_steps: int = 10,
     merge_tol: float = 1e-3,
+    jacobian_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    converged_speed: float = 1e-24,
     dtype: torch.dtype = torch.float64,
 ) -> FixedPoints:
     """Find fixed and slow points of a one-step map from many initial states at once.
@@ -326,8 +395,8 @@ def find_fixed_points(
     Minimises ``q(h) = ||F(h) - h||^2 / 2`` for all initial states in one batched problem
     (Adam, learning rate decaying geometrically from ``lr`` to ``final_lr``; states do not
     interact because Adam is elementwise), then polishes each point with up to
-    ``newton_steps`` Newton steps ``h <- h - (J - I)^{-1} (F(h) - h)``, each accepted only if it
-    lowers that point's ``q``. Points closer than ``merge_tol`` times the median norm of the
+    ``newton_steps`` Newton steps ``h <- h - (J - I)^{-1} (F(h) - h)`` (least squares), each
+    accepted only if it lowers that point's ``q``. Points closer than ``merge_tol`` times the median norm of the
     initial states (or ``merge_tol`` itself if that norm is below 1) are merged, keeping the
     slowest.
 
@@ -338,6 +407,9 @@ def find_fixed_points(
         lr, final_lr: first and last Adam learning rate.
         newton_steps: Newton polishing steps (0 skips).
         merge_tol: relative distance under which two points are duplicates.
+        jacobian_fn: (P, H) -> (P, H, H) closed-form Jacobian (e.g. :func:`map_jacobian`);
+            default: autograd through ``step_map`` (:func:`jacobian`).
+        converged_speed: points with ``q`` at or below this are not polished further.
         dtype: float64 by default (speeds down to ~1e-25 are meaningful).
 
     Returns:
@@ -355,6 +427,11 @@ def find_fixed_points(
     if tuple(probe.shape) != (1, x0.shape[1]):
         raise ValueError(f"step_map must map (B, H) to (B, H); (1, {x0.shape[1]}) gave {tuple(probe.shape)}")
 
+    with _no_subnormals():
+        return _find_fixed_points(step_map, x0, n_iter, lr, final_lr, newton_steps, merge_tol, jacobian_fn, converged_speed, dtype)
+
+
+def _find_fixed_points(step_map, x0, n_iter, lr, final_lr, newton_steps, merge_tol, jacobian_fn, converged_speed, dtype) -> FixedPoints:
     x = x0.clone().requires_grad_(True)
     if n_iter > 0:
         opt = torch.optim.Adam([x], lr=lr)
@@ -367,28 +444,33 @@ def find_fixed_points(
             sched.step()
     x = x.detach()
 
+    jac_of = (lambda z: jacobian_fn(z).to(dtype)) if jacobian_fn is not None else (lambda z: jacobian(step_map, z, dtype))
     eye = torch.eye(x.shape[1], dtype=dtype)
     with torch.no_grad():
         q = _speed(step_map, x)
     for _ in range(newton_steps):
-        jac = jacobian(step_map, x, dtype)
+        todo = torch.nonzero(q > converged_speed).squeeze(1)  # polish only unconverged points
+        if todo.numel() == 0:
+            break
+        xt = x[todo]
+        jac = jac_of(xt)
         with torch.no_grad():
-            residual = step_map(x) - x
+            residual = step_map(xt) - xt
             delta = torch.linalg.lstsq(jac - eye, residual.unsqueeze(-1)).solution.squeeze(-1)
-            candidate = x - delta
+            candidate = xt - delta
             q_new = _speed(step_map, candidate)
-            better = torch.isfinite(q_new) & (q_new < q)
+            better = torch.isfinite(q_new) & (q_new < q[todo])
             if not torch.any(better):
                 break
-            x = torch.where(better[:, None], candidate, x)
-            q = torch.where(better, q_new, q)
+            x[todo[better]] = candidate[better]
+            q[todo[better]] = q_new[better]
 
     points = x.numpy()
     speeds = q.numpy()
     scale = max(float(np.median(np.linalg.norm(x0.numpy(), axis=1))), 1.0)
     keep, sizes = _merge(points, speeds, merge_tol * scale)
     xs = x[keep]
-    jac = jacobian(step_map, xs, dtype)
+    jac = jac_of(xs)
     eig = torch.linalg.eigvals(jac).numpy()
     order = np.argsort(-np.abs(eig), axis=1, kind="stable")
     eig = np.take_along_axis(eig, order, axis=1)
@@ -431,7 +513,7 @@ def iterate_map(step_map: StepMap, h0: np.ndarray | torch.Tensor, n_steps: int, 
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
     out = [h]
-    with torch.no_grad():
+    with torch.no_grad(), _no_subnormals():
         for _ in range(n_steps):
             h = step_map(h)
             out.append(h)
@@ -502,16 +584,21 @@ def activation_patterns(active: np.ndarray | torch.Tensor) -> ActivationPatterns
 class RegionAnalysis(NamedTuple):
     """Exact linear algebra of the local maps ``A_m = D_m W_rec`` of given activation patterns.
 
+    With the units permuted active-first, ``A_m = [[W_aa, W_ai], [0, 0]]`` (``a``: the k active
+    units): its spectrum is that of ``W_aa`` plus zeros, and ``I - A_m`` is singular exactly
+    when ``I - W_aa`` is. Everything is computed on the k x k active block.
+
     Fields:
-        n_active: (Q,) active units in each pattern.
+        n_active: (Q,) active units k in each pattern.
         spectral_radius: (Q,) largest ``|lambda(A_m)|``.
         n_unstable: (Q,) eigenvalues with ``|lambda| > 1``.
-        gap_to_one: (Q,) ``min |lambda - 1|``: distance of the spectrum from the eigenvalue 1 that
-            a non-zero fixed point would need.
-        sigma_min: (Q,) smallest singular value of ``I - A_m`` (0 iff a fixed ray exists).
-        ray_in_region: (Q,) True where ``I - A_m`` is singular (``sigma_min <= tol``) *and* its
-            null vector (either sign) satisfies the pattern (``h >= 0``, ``h = 0`` on inactive
-            units, ``W_rec h > 0`` exactly on active ones): a genuine ray of fixed points.
+        gap_to_one: (Q,) ``min |lambda - 1|`` over the spectrum of ``A_m``: how far it is from the
+            eigenvalue 1 that a non-zero fixed point needs.
+        sigma_min: (Q,) smallest singular value of ``I - W_aa`` (0 iff a fixed ray exists in the
+            linear extension of the region; 1 for the all-inactive pattern).
+        ray_in_region: (Q,) True where ``sigma_min <= tol`` *and* the null vector (either sign)
+            satisfies the pattern (positive on active units, ``W_rec h <= 0`` on inactive ones):
+            a genuine ray of fixed points of the ReLU map.
     """
 
     n_active: np.ndarray
@@ -528,45 +615,51 @@ def region_analysis(W_rec: np.ndarray, patterns: np.ndarray, tol: float = 1e-6) 
     Inside the region of pattern ``m`` the map is linear, ``F(h) = D_m W_rec h`` (no biases),
     so its fixed points solve ``(I - D_m W_rec) h = 0``: only the origin, unless ``D_m W_rec``
     has the eigenvalue 1, in which case the null space (a ray, by positive homogeneity)
-    is a set of fixed points if it lies inside the region. Batched over patterns (float64).
+    is a set of fixed points if it lies inside the region. Patterns with the same number of
+    active units are batched together (float64).
 
     Args:
         W_rec: (H, H).
         patterns: (Q, H) bool.
-        tol: singular values at or below ``tol`` count as zero.
+        tol: singular values at or below ``tol`` count as zero; also the slack of the sign
+            checks, relative to the largest entry.
     """
     pats = np.asarray(patterns, dtype=bool)
     _check_states(pats, "patterns")
     w = torch.tensor(np.asarray(W_rec), dtype=torch.float64)
-    if w.shape != (pats.shape[1], pats.shape[1]):
-        raise ValueError(f"W_rec {tuple(w.shape)} does not match patterns with {pats.shape[1]} units")
-    m = torch.from_numpy(pats)
-    a = relu_jacobian(w, m)  # (Q, H, H)
-    eig = torch.linalg.eigvals(a)
-    mod = eig.abs()
-    eye = torch.eye(w.shape[0], dtype=torch.float64)
-    u, s, vh = torch.linalg.svd(eye - a)
-    sigma_min = s[:, -1]
-    v = vh[:, -1, :]  # (Q, H) null (or nearest-null) vector
-    in_region = torch.zeros(len(pats), dtype=torch.bool)
-    for sign in (1.0, -1.0):
-        h = sign * v
-        pre = h @ w.T
-        scale = h.abs().amax(dim=1, keepdim=True).clamp_min(1e-300)
-        ok = (
-            (h >= -tol * scale).all(1)
-            & (m | (h.abs() <= tol * scale)).all(1)  # zero on inactive units
-            & torch.where(m, pre > tol * scale, pre <= tol * scale).all(1)  # the pattern's signs
-        )
-        in_region |= ok
-    return RegionAnalysis(
-        n_active=pats.sum(axis=1),
-        spectral_radius=mod.amax(dim=1).numpy(),
-        n_unstable=(mod > 1.0).sum(dim=1).numpy(),
-        gap_to_one=(eig - 1.0).abs().amin(dim=1).numpy(),
-        sigma_min=sigma_min.numpy(),
-        ray_in_region=(in_region & (sigma_min <= tol)).numpy(),
-    )
+    h_dim = pats.shape[1]
+    if tuple(w.shape) != (h_dim, h_dim):
+        raise ValueError(f"W_rec {tuple(w.shape)} does not match patterns with {h_dim} units")
+    q = len(pats)
+    n_active = pats.sum(axis=1)
+    radius = np.zeros(q)
+    unstable = np.zeros(q, dtype=np.int64)
+    gap = np.ones(q)
+    sigma_min = np.ones(q)
+    in_region = np.zeros(q, dtype=bool)
+    for k in np.unique(n_active):
+        rows = np.flatnonzero(n_active == k)
+        if k == 0:
+            continue  # A_m = 0: only the origin; defaults above
+        idx = torch.from_numpy(np.stack([np.flatnonzero(p) for p in pats[rows]]))  # (n, k)
+        block = w[idx[:, :, None], idx[:, None, :]]  # (n, k, k) = W_aa
+        eig = torch.linalg.eigvals(block)
+        radius[rows] = eig.abs().amax(1).numpy()
+        unstable[rows] = (eig.abs() > 1.0).sum(1).numpy()
+        g = (eig - 1.0).abs().amin(1).numpy()
+        gap[rows] = g if k == h_dim else np.minimum(g, 1.0)  # the zero eigenvalues are 1 away
+        _, sv, vh = torch.linalg.svd(torch.eye(int(k), dtype=torch.float64) - block)
+        sigma_min[rows] = sv[:, -1].numpy()
+        v = torch.zeros(len(rows), h_dim, dtype=torch.float64)
+        v.scatter_(1, idx, vh[:, -1, :])  # null (or nearest-null) vector, zero on inactive units
+        m = torch.from_numpy(pats[rows])
+        for sign in (1.0, -1.0):
+            h = sign * v
+            pre = h @ w.T
+            scale = h.abs().amax(dim=1, keepdim=True)
+            ok = torch.where(m, (h > tol * scale) & (pre > tol * scale), pre <= tol * scale).all(1)
+            in_region[rows] |= ok.numpy()
+    return RegionAnalysis(n_active, radius, unstable, gap, sigma_min, in_region & (sigma_min <= tol))
 
 
 # =============================================================================== driven runs and orbits
@@ -702,7 +795,8 @@ class PCA(NamedTuple):
 
     def project(self, states: np.ndarray) -> np.ndarray:
         """(..., H) -> (..., k) coordinates (centred on ``mean``)."""
-        return (np.asarray(states, dtype=np.float64) - self.mean) @ self.components.T
+        x = _tensor(states, torch.float64) - torch.from_numpy(self.mean)
+        return (x @ torch.from_numpy(self.components).T).numpy()
 
 
 def pca(states: np.ndarray, n_components: int = 3) -> PCA:
@@ -711,15 +805,16 @@ def pca(states: np.ndarray, n_components: int = 3) -> PCA:
     Signs are fixed so that each component's largest-magnitude loading is positive
     (see :func:`orient_pcs` for a readout-based orientation).
     """
-    x = np.asarray(states, dtype=np.float64)
+    x = _tensor(states, torch.float64)
     _check_states(x)
     if not 1 <= n_components <= x.shape[1]:
         raise ValueError(f"n_components must be in 1..{x.shape[1]}, got {n_components}")
     if x.shape[0] < 2:
         raise ValueError("PCA needs at least 2 states")
-    mean = x.mean(axis=0)
-    cov = np.cov(x - mean, rowvar=False, bias=True)
-    vals, vecs = np.linalg.eigh(cov)
+    mean_t = x.mean(dim=0)
+    centred = x - mean_t
+    evals, evecs = torch.linalg.eigh(centred.T @ centred / x.shape[0])
+    mean, vals, vecs = mean_t.numpy(), evals.numpy(), evecs.numpy()
     order = np.argsort(vals)[::-1][:n_components]
     comps = vecs[:, order].T
     signs = np.sign(comps[np.arange(n_components), np.abs(comps).argmax(axis=1)])
@@ -741,54 +836,104 @@ def orient_pcs(p: PCA, W_out: np.ndarray, first: int = 0, second: int = 2) -> PC
 
 
 class Rotation(NamedTuple):
-    """Sense and regularity of rotation in a plane.
+    """Sense and regularity of the rotation of trajectories in a plane.
+
+    A *round trip* is the stretch of a trajectory from one switch ``a -> b`` of the dominant
+    output to the next ``a -> b`` switch (so it contains one ``b -> a`` switch); closed by the
+    chord between its end points, it is a polygon with a signed area (shoelace formula;
+    positive = counter-clockwise in the plane's axes). A closed orbit traversed one way gives
+    round trips of one sign; going out and back along the same path gives areas near 0 of
+    either sign. Signed areas do not depend on the origin of the plane.
 
     Fields:
-        angular_velocity: mean step-to-step angle change (radians per step, wrapped to
-            (-pi, pi]); positive = counter-clockwise in (PC1, PC2).
-        sign: +1 (counter-clockwise) or -1 (clockwise), the sign of ``angular_velocity``.
-        windings: (B,) net turns per trajectory (unwrapped angle change / 2 pi).
-        switches: (B,) changes of the dominant output between the two outputs of interest.
-        loop_fraction: ``sum(|windings|) / (sum(switches) / 2)``: 1 if every out-and-back
-            trip between the two outputs is one full turn, 0 if it goes back the way it came.
-        same_sense: fraction of trajectories whose net winding has the overall sign.
+        sign: +1 (counter-clockwise) or -1 (clockwise): the sign of the summed round-trip areas.
+        cycle_areas: (C,) signed area of each complete round trip, all trajectories.
+        same_sense: fraction of round trips whose area has the overall sign.
+        area_per_step: total signed area swept (all steps, about the plane's origin) per step.
+        switch_out: (n_ab, 2) plane coordinates at the ``a -> b`` switches (first step at ``b``).
+        switch_back: (n_ba, 2) plane coordinates at the ``b -> a`` switches.
     """
 
-    angular_velocity: float
     sign: int
-    windings: np.ndarray
-    switches: np.ndarray
-    loop_fraction: float
+    cycle_areas: np.ndarray
     same_sense: float
+    area_per_step: float
+    switch_out: np.ndarray
+    switch_back: np.ndarray
+
+    @property
+    def n_cycles(self) -> int:
+        return int(self.cycle_areas.size)
+
+
+def _carried(dominant: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
+    """(B, T) the last output of ``pair`` seen up to each step (-1 before the first)."""
+    in_pair = np.isin(dominant, pair)
+    last = np.maximum.accumulate(np.where(in_pair, np.arange(dominant.shape[1]), -1), axis=1)
+    return np.where(last >= 0, np.take_along_axis(dominant, np.maximum(last, 0), axis=1), -1)
+
+
+def switch_times(dominant: np.ndarray, pair: tuple[int, int] = (0, 2)) -> tuple[np.ndarray, np.ndarray]:
+    """Switches ``a -> b`` between the two outputs of ``pair`` (visits to other outputs ignored).
+
+    Args:
+        dominant: (B, T) dominant output per step.
+
+    Returns:
+        ``(traj, step)`` int arrays: the trajectory and the first step at ``b`` of every switch.
+    """
+    a, b = pair
+    c = _carried(np.asarray(dominant), pair)
+    hit = (c[:, :-1] == a) & (c[:, 1:] == b)
+    traj, step = np.nonzero(hit)
+    return traj, step + 1
 
 
 def rotation(coords: np.ndarray, dominant: np.ndarray, pair: tuple[int, int] = (0, 2)) -> Rotation:
-    """Measure the rotation of trajectories in a plane.
+    """Measure the sense of rotation of trajectories in a plane (see :class:`Rotation`).
 
     Args:
-        coords: (B, T, 2) plane coordinates (e.g. PC1, PC2), centred on the point to turn around.
+        coords: (B, T, 2) plane coordinates (e.g. PC1, PC2).
         dominant: (B, T) dominant output at each step.
-        pair: the two outputs whose alternation defines a round trip.
+        pair: the two outputs ``(a, b)`` whose alternation defines a round trip.
     """
     c = np.asarray(coords, dtype=np.float64)
     d = np.asarray(dominant)
     if c.ndim != 3 or c.shape[-1] != 2 or d.shape != c.shape[:2]:
         raise ValueError(f"coords must be (B, T, 2) and dominant (B, T); got {c.shape} and {d.shape}")
-    theta = np.arctan2(c[..., 1], c[..., 0])
-    dtheta = np.angle(np.exp(1j * np.diff(theta, axis=1)))
-    windings = dtheta.sum(axis=1) / (2 * np.pi)
-    # switches between the pair, ignoring visits to other outputs in between: carry the last
-    # pair output seen forward over steps spent at other outputs, then count changes
-    in_pair = np.isin(d, pair)
-    last = np.maximum.accumulate(np.where(in_pair, np.arange(d.shape[1]), -1), axis=1)
-    carried = np.where(last >= 0, np.take_along_axis(d, np.maximum(last, 0), axis=1), -1)
-    valid = (carried[:, 1:] >= 0) & (carried[:, :-1] >= 0)
-    switches = ((carried[:, 1:] != carried[:, :-1]) & valid).sum(axis=1).astype(np.int64)
-    omega = float(dtheta.mean())
-    sign = 1 if omega >= 0 else -1
-    total_switches = switches.sum()
-    loop = float(np.abs(windings).sum() / (total_switches / 2)) if total_switches else float("nan")
-    return Rotation(omega, sign, windings, switches, loop, float(np.mean(np.sign(windings) == sign)))
+    x, y = c[..., 0], c[..., 1]
+    terms = 0.5 * (x[:, :-1] * y[:, 1:] - x[:, 1:] * y[:, :-1])  # (B, T-1) shoelace terms about 0
+    cum = np.concatenate([np.zeros((c.shape[0], 1)), np.cumsum(terms, axis=1)], axis=1)  # (B, T)
+    out_traj, out_step = switch_times(d, pair)
+    back_traj, back_step = switch_times(d, pair[::-1])
+    # consecutive a -> b switches of the same trajectory bound a round trip
+    same = out_traj[1:] == out_traj[:-1]
+    tr, t0, t1 = out_traj[1:][same], out_step[:-1][same], out_step[1:][same]
+    chord = 0.5 * (x[tr, t1] * y[tr, t0] - x[tr, t0] * y[tr, t1])  # closing the polygon t1 -> t0
+    areas = cum[tr, t1] - cum[tr, t0] + chord
+    total = float(areas.sum())
+    sign = 1 if total >= 0 else -1
+    same_sense = float(np.mean(np.sign(areas) == sign)) if areas.size else float("nan")
+    return Rotation(sign, areas, same_sense, float(terms.sum() / terms.size),
+                    c[out_traj, out_step], c[back_traj, back_step])
+
+
+def switch_triggered_average(coords: np.ndarray, dominant: np.ndarray, pair: tuple[int, int], window: int = 15) -> np.ndarray:
+    """Mean path around the switches ``a -> b``: (2 * window, 2), switch at index ``window``.
+
+    Args:
+        coords: (B, T, k) coordinates.
+        dominant: (B, T) dominant outputs.
+        pair: ``(a, b)``.
+        window: steps kept before and after each switch (switches too close to an end are skipped).
+    """
+    c = np.asarray(coords, dtype=np.float64)
+    traj, step = switch_times(dominant, pair)
+    ok = (step >= window) & (step + window <= c.shape[1])
+    if not ok.any():
+        raise ValueError(f"no switch {pair[0]} -> {pair[1]} at least {window} steps from both ends")
+    offsets = np.arange(-window, window)
+    return c[traj[ok, None], step[ok, None] + offsets].mean(axis=0)
 
 
 def orbit_radius(coords: np.ndarray) -> float:
@@ -883,47 +1028,80 @@ def readout_alignment(W_out: np.ndarray, components: np.ndarray, outputs: Sequen
 
 
 class DriftField(NamedTuple):
-    """The averaged drift on the states a run visits, binned in a plane.
+    """The noise-averaged drift along driven trajectories, binned in a plane.
+
+    For each visited state ``h_t`` (all but the last step of each trajectory), the drift is
+    ``Fbar(h_t) - h_t`` (:func:`averaged_map`) and the noise is the residual
+    ``h_{t+1} - Fbar(h_t)`` of the actual run (zero mean given ``h_t``, exactly). Both are
+    projected on the plane's two axes and averaged per bin of the plane.
 
     Fields:
         x_edges, y_edges: (nx + 1,), (ny + 1,) bin edges in plane coordinates.
-        speed: (ny, nx) mean ``||Fbar(h) - h||`` of the states in each bin (NaN if empty).
-        u, v: (ny, nx) mean drift ``Fbar(h) - h`` projected on the plane axes.
         count: (ny, nx) states per bin.
-        noise_std: (ny, nx) mean sqrt of the summed conditional variance, ``sqrt(tr Var[h' | h])``.
+        u, v: (ny, nx) mean in-plane drift per bin (NaN where ``count < min_count``).
+        drift: (ny, nx) length of the mean in-plane drift ``sqrt(u^2 + v^2)``.
+        noise: (ny, nx) RMS length of the in-plane residual (the noise's step size in the plane).
+        speed: (ny, nx) mean full-space drift length ``||Fbar(h) - h||`` (all H dimensions).
+        residual_mean: (2,) mean in-plane residual over all states (should be ~0).
+        residual_sem: (2,) its standard error (from the per-state residual spread).
     """
 
     x_edges: np.ndarray
     y_edges: np.ndarray
-    speed: np.ndarray
+    count: np.ndarray
     u: np.ndarray
     v: np.ndarray
-    count: np.ndarray
-    noise_std: np.ndarray
+    drift: np.ndarray
+    noise: np.ndarray
+    speed: np.ndarray
+    residual_mean: np.ndarray
+    residual_sem: np.ndarray
 
     @property
     def centers(self) -> tuple[np.ndarray, np.ndarray]:
         """Bin centres (x (nx,), y (ny,))."""
         return 0.5 * (self.x_edges[1:] + self.x_edges[:-1]), 0.5 * (self.y_edges[1:] + self.y_edges[:-1])
 
+    @property
+    def ratio(self) -> np.ndarray:
+        """(ny, nx) in-plane drift / in-plane noise: < 1 noise-dominated, > 1 drift-dominated."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.drift / self.noise
+
 
 def drift_field(
-    weights: RNNWeights, states: np.ndarray, plane: PCA, noise_scale: float = 1.0, bins: int = 24, min_count: int = 5
+    weights: RNNWeights,
+    hidden: np.ndarray,
+    plane: PCA,
+    noise_scale: float = 1.0,
+    bins: int = 20,
+    min_count: int = 10,
 ) -> DriftField:
-    """Bin visited states in the plane and average the noise-averaged drift in each bin.
+    """Bin the states of driven trajectories in a plane; average drift and noise in each bin.
 
     The drift is evaluated at the states the network actually visits (a plane slice through
-    the H-dimensional space would mostly lie where the network never goes). Bins with fewer
-    than ``min_count`` states are NaN.
+    the H-dimensional space would mostly lie where the network never goes).
+
+    Args:
+        weights: the network.
+        hidden: (B, T, H) trajectories run at ``noise_scale``.
+        plane: its first two components define the plane.
+        noise_scale: input-noise standard deviation of the run.
+        bins: bins per axis.
+        min_count: bins with fewer states are NaN.
     """
-    x = np.asarray(states, dtype=np.float64)
-    _check_states(x)
-    mean, var = conditional_moments(weights, x, noise_scale)
-    drift = mean - x
+    hid = _tensor(hidden, torch.float32)
+    if hid.ndim != 3 or hid.shape[1] < 2:
+        raise ValueError(f"hidden must be (B, T >= 2, H), got {tuple(hid.shape)}")
+    x, nxt = hid[:, :-1].reshape(-1, hid.shape[-1]), hid[:, 1:].reshape(-1, hid.shape[-1])
+    step = averaged_map(weights, noise_scale, dtype=torch.float32)
+    with torch.no_grad():
+        mean = step(x)
+    axes = torch.from_numpy(plane.components[:2]).to(torch.float32)
+    drift_xy = ((mean - x) @ axes.T).double().numpy()
+    resid_xy = ((nxt - mean) @ axes.T).double().numpy()
+    speed = (mean - x).norm(dim=1).double().numpy()
     xy = plane.project(x)[:, :2]
-    duv = drift @ plane.components[:2].T
-    speed = np.linalg.norm(drift, axis=1)
-    noise = np.sqrt(var.sum(axis=1))
     xe = np.linspace(xy[:, 0].min(), xy[:, 0].max(), bins + 1)
     ye = np.linspace(xy[:, 1].min(), xy[:, 1].max(), bins + 1)
     ix = np.clip(np.searchsorted(xe, xy[:, 0], side="right") - 1, 0, bins - 1)
@@ -937,25 +1115,29 @@ def drift_field(
             out = np.where(count >= min_count, total / count, np.nan)
         return out.reshape(bins, bins)
 
-    return DriftField(xe, ye, avg(speed), avg(duv[:, 0]), avg(duv[:, 1]), count.reshape(bins, bins).astype(np.int64), avg(noise))
+    u, v = avg(drift_xy[:, 0]), avg(drift_xy[:, 1])
+    noise = np.sqrt(avg((resid_xy**2).sum(axis=1)))
+    sem = resid_xy.std(axis=0, ddof=1) / math.sqrt(len(resid_xy))
+    return DriftField(xe, ye, count.reshape(bins, bins).astype(np.int64), u, v, np.hypot(u, v), noise, avg(speed),
+                      resid_xy.mean(axis=0), sem)
 
 
 # =============================================================================== training bifurcation
 
-def eigen_counts(jacobians: torch.Tensor, re_tol: float = 0.1, im_min: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Per matrix: number of eigenvalues with ``|lambda| > 1`` and of near-critical complex pairs.
+def eigen_counts(eigvals: torch.Tensor | np.ndarray, re_tol: float = 0.1, im_min: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Per spectrum: number of eigenvalues with ``|lambda| > 1`` and of near-critical complex pairs.
 
     A near-critical complex pair is counted once, through its member whose Mobius image
     ``m = (lambda - 1) / (lambda + 1)`` has ``|Re m| < re_tol`` and ``Im m > im_min``
     (``|lambda| = 1`` maps to ``Re m = 0``; ``Im m > 0`` picks the upper member).
 
     Args:
-        jacobians: (N, H, H).
+        eigvals: (N, k) complex eigenvalues (e.g. from :func:`local_eigvals`).
 
     Returns:
         ``(n_unstable (N,), n_complex_pairs (N,))`` int arrays.
     """
-    eig = torch.linalg.eigvals(jacobians).to(torch.complex128)
+    eig = torch.as_tensor(eigvals).to(torch.complex128)
     n_unstable = (eig.abs() > 1.0).sum(-1)
     denom = eig + 1.0
     ok = denom.abs() > 1e-12
@@ -977,7 +1159,11 @@ class TrainingDynamics(NamedTuple):
             complex pair (see :func:`eigen_counts`).
         mean_unstable: (S,) mean number of unstable eigenvalues per sampled step.
         mean_complex_pairs: (S,) mean number of near-critical complex pairs per sampled step.
-        hidden_norm: (S,) mean ``||h_t||`` of the run.
+        hidden_norm: (S,) mean ``||h_t||`` of the run (inf if it diverged).
+        growth: (S,) mean ``||h_t||`` over the last tenth of the steps divided by that over the
+            first tenth (~1 for bounded activity; huge when the activity explodes).
+        diverged: (S,) True where the activity overflowed (non-finite states): the snapshot's
+            noisy dynamics is unstable; its ``transition_rate`` is then NaN.
     """
 
     epochs: np.ndarray
@@ -987,6 +1173,8 @@ class TrainingDynamics(NamedTuple):
     mean_unstable: np.ndarray
     mean_complex_pairs: np.ndarray
     hidden_norm: np.ndarray
+    growth: np.ndarray
+    diverged: np.ndarray
 
 
 def snapshot_dynamics(
@@ -1022,12 +1210,15 @@ def snapshot_dynamics(
         hidden = _simulate(w_in, w_rec, x, torch.zeros(s_count, n_traj, h_dim))[:, :, burn_in:]  # (S, B, T, H)
         logits = hidden @ w_out.transpose(-1, -2).unsqueeze(1)
     dom = logits.argmax(-1).numpy()  # (S, B, T)
-    runs = 1 + (dom[..., 1:] != dom[..., :-1]).sum(axis=(1, 2)) + (n_traj - 1)
-    rate = runs / (n_traj * n_steps)
+    diverged = (~torch.isfinite(hidden)).flatten(1).any(1).numpy()
+    runs = n_traj + (dom[..., 1:] != dom[..., :-1]).sum(axis=(1, 2))  # runs of equal dominant output
+    rate = np.where(diverged, np.nan, runs / (n_traj * n_steps))
     flat = hidden.reshape(s_count, n_traj * n_steps, h_dim)
+    norms = hidden.double().norm(dim=-1)  # (S, B, T); float64: float32 squares overflow first
+    tenth = max(n_steps // 10, 1)
     pick = np.linspace(0, n_traj * n_steps - 1, min(n_eig, n_traj * n_steps)).round().astype(np.int64)
     active = flat[:, pick] > 0  # (S, n, H)
-    counts = [eigen_counts(relu_jacobian(w_rec[i], active[i]), re_tol, im_min) for i in range(s_count)]  # per snapshot: bounded memory
+    counts = [eigen_counts(local_eigvals(w_rec[i], active[i]), re_tol, im_min) for i in range(s_count)]
     n_unst = np.stack([c[0] for c in counts])
     n_pair = np.stack([c[1] for c in counts])
     return TrainingDynamics(
@@ -1037,8 +1228,20 @@ def snapshot_dynamics(
         complex_fraction=(n_pair > 0).mean(axis=1),
         mean_unstable=n_unst.mean(axis=1),
         mean_complex_pairs=n_pair.mean(axis=1),
-        hidden_norm=flat.norm(dim=-1).mean(dim=1).numpy(),
+        hidden_norm=norms.mean(dim=(1, 2)).numpy(),
+        growth=(norms[..., -tenth:].mean(dim=(1, 2)) / norms[..., :tenth].mean(dim=(1, 2)).clamp_min(1e-300)).numpy(),
+        diverged=diverged,
     )
+
+
+def _nanmedian_rows(windows: np.ndarray) -> np.ndarray:
+    """Row medians ignoring NaN (NaN for an all-NaN row), without numpy's all-NaN warning."""
+    x = np.where(np.isfinite(windows), windows, np.nan)
+    srt = np.sort(x, axis=1)  # NaN sorts last
+    n = np.isfinite(x).sum(axis=1)
+    lo = np.take_along_axis(srt, np.maximum((n - 1) // 2, 0)[:, None], axis=1)[:, 0]
+    hi = np.take_along_axis(srt, np.maximum(n // 2, 0)[:, None], axis=1)[:, 0]
+    return np.where(n > 0, 0.5 * (lo + hi), np.nan)
 
 
 class Transition(NamedTuple):
@@ -1072,6 +1275,7 @@ def detect_transition(
     midpoint; the transition epoch is the first epoch after the early window at which the
     running median of ``smooth`` consecutive values (centred; 1 = none) has crossed the
     threshold (fallen below it if the final level is lower, risen above it otherwise).
+    NaN values (e.g. a snapshot whose activity diverged) are skipped.
     """
     e = np.asarray(epochs, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
@@ -1084,15 +1288,19 @@ def detect_transition(
         raise ValueError(f"no epochs in the early window {early}")
     if len(v) < final_count:
         raise ValueError(f"only {len(v)} values for final_count={final_count}")
-    early_level = float(np.median(v[in_early]))
-    final_level = float(np.median(v[-final_count:]))
+    finite = np.isfinite(v)
+    if not finite[in_early].any() or not finite[-final_count:].any():
+        raise ValueError("the early window or the last values are all NaN")
+    early_level = float(np.nanmedian(v[in_early]))
+    final_level = float(np.nanmedian(v[-final_count:]))
     threshold = 0.5 * (early_level + final_level)
     if smooth > 1:
         half = smooth // 2
         padded = np.pad(v, (half, smooth - 1 - half), mode="edge")
         windows = np.lib.stride_tricks.sliding_window_view(padded, smooth)
-        v = np.median(windows, axis=1)
-    crossed = v < threshold if final_level <= early_level else v > threshold
+        v = _nanmedian_rows(windows)
+    with np.errstate(invalid="ignore"):
+        crossed = v < threshold if final_level <= early_level else v > threshold  # NaN: never
     after = (e > early[1]) & crossed
     epoch = float(e[np.argmax(after)]) if after.any() else float("nan")
     return Transition(epoch, early_level, final_level, threshold)

@@ -474,3 +474,380 @@ def plot_loss_curve(
         ax.legend()
     return ax
 
+
+
+# =========================================================================== global dynamics
+# Companion plots of hmmrnn.dynamics and the chapter "Global dynamics" (book/global_dynamics.ipynb).
+
+
+def plot_orbit(
+    ax: plt.Axes,
+    coords: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_outputs: int = 3,
+    size: float = 2.0,
+    alpha: float = 0.35,
+    traces: Mapping[str, np.ndarray] | None = None,
+    points: Mapping[str, np.ndarray] | None = None,
+    xlabel: str = "PC1",
+    ylabel: str = "PC2",
+    legend: bool = True,
+) -> plt.Axes:
+    """States in a plane (e.g. PC1-PC2) coloured by their output, with an optional trace.
+
+    Args:
+        ax: axes to draw on.
+        coords: (N, 2) plane coordinates.
+        labels: (N,) output of each state (fixed colours, :data:`OUTPUT_COLORS`).
+        n_outputs: number of outputs K.
+        size, alpha: marker size and opacity of the states.
+        traces: optional label -> (T, 2) path (e.g. a switch-triggered average), each drawn
+            as a line with an arrowhead at its end (shows the sense of rotation).
+        points: optional name -> (P, 2) special points (e.g. fixed points), drawn as large
+            markers with a legend entry each.
+        xlabel, ylabel: axis texts.
+        legend: add the output legend.
+
+    Returns:
+        ax
+    """
+    coords = np.asarray(coords, dtype=float)
+    labels = np.asarray(labels)
+    if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != coords.shape[:1]:
+        raise ValueError(f"coords must be (N, 2) and labels (N,), got {coords.shape} and {labels.shape}")
+    for k in range(n_outputs):
+        sel = labels == k
+        if sel.any():
+            ax.scatter(coords[sel, 0], coords[sel, 1], s=size, color=output_color(k), alpha=alpha, lw=0, rasterized=True)
+    handles = output_legend_handles(n_outputs) if legend else []
+    styles = ("-", "--", ":", "-.")
+    for i, (name, path) in enumerate((traces or {}).items()):
+        path = np.asarray(path, dtype=float)
+        (line,) = ax.plot(path[:, 0], path[:, 1], color="black", ls=styles[i % len(styles)], lw=1.2, label=name)
+        ax.annotate("", xy=path[-1], xytext=path[-2], arrowprops=dict(arrowstyle="-|>", color="black", lw=1.2))
+        handles.append(line)
+    markers = ("*", "X", "P", "D")
+    for i, (name, pts) in enumerate((points or {}).items()):
+        pts = np.atleast_2d(np.asarray(pts, dtype=float))
+        handles.append(ax.scatter(pts[:, 0], pts[:, 1], s=110, marker=markers[i % len(markers)], color="black",
+                                  edgecolor="white", lw=0.8, zorder=5, label=name))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if handles:
+        ax.legend(handles=handles, loc="best", markerscale=1.0)
+    return ax
+
+
+def plot_drift_field(
+    ax: plt.Axes,
+    x_centers: np.ndarray,
+    y_centers: np.ndarray,
+    speed: np.ndarray,
+    u: np.ndarray | None = None,
+    v: np.ndarray | None = None,
+    *,
+    cmap: str = "viridis",
+    log: bool = True,
+    vcenter: float | None = None,
+    colorbar_label: str = "drift speed",
+    xlabel: str = "PC1",
+    ylabel: str = "PC2",
+) -> plt.Axes:
+    """A map of a positive quantity on a grid of bins (NaN = not visited) with optional arrows.
+
+    Args:
+        ax: axes to draw on.
+        x_centers, y_centers: (nx,), (ny,) bin centres.
+        speed: (ny, nx) speed per bin.
+        u, v: optional (ny, nx) drift components, drawn as arrows (same scale for all).
+        cmap: colour map of the speed.
+        log: logarithmic colour scale.
+        vcenter: with ``log``, centre the colour scale on this value (symmetric in log
+            scale; use a diverging ``cmap``), e.g. 1 for a ratio.
+        colorbar_label: text of the colour bar.
+        xlabel, ylabel: axis texts.
+
+    Returns:
+        ax
+    """
+    speed = np.asarray(speed, dtype=float)
+    x_centers, y_centers = np.asarray(x_centers, dtype=float), np.asarray(y_centers, dtype=float)
+    if speed.shape != (y_centers.size, x_centers.size):
+        raise ValueError(f"speed must be (ny, nx) = {(y_centers.size, x_centers.size)}, got {speed.shape}")
+    finite = speed[np.isfinite(speed)]
+    norm = None
+    if log and finite.size and finite.min() > 0:
+        lo, hi = finite.min(), finite.max()
+        if vcenter is not None:
+            span = max(hi / vcenter, vcenter / lo)
+            lo, hi = vcenter / span, vcenter * span
+        norm = mpl.colors.LogNorm(vmin=lo, vmax=hi)
+    mesh = ax.pcolormesh(x_centers, y_centers, np.ma.masked_invalid(speed), cmap=cmap, norm=norm, shading="nearest")
+    ax.figure.colorbar(mesh, ax=ax, label=colorbar_label)
+    if u is not None and v is not None:
+        xx, yy = np.meshgrid(x_centers, y_centers)
+        ok = np.isfinite(u) & np.isfinite(v)
+        ax.quiver(xx[ok], yy[ok], np.asarray(u)[ok], np.asarray(v)[ok], color="white", angles="xy", pivot="mid",
+                  width=0.004, headwidth=4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax
+
+
+def plot_scaling_fits(
+    ax: plt.Axes,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    yerr: np.ndarray | None = None,
+    fits: Mapping[str, tuple[float, float, float]] | None = None,
+    xlabel: str = "input noise std s",
+    ylabel: str = "orbit radius",
+) -> plt.Axes:
+    """Measured points with fitted laws ``y = intercept + slope * x**power``.
+
+    Args:
+        ax: axes to draw on.
+        x, y: (S,) the measurements.
+        yerr: optional (S,) error bars.
+        fits: label -> ``(slope, intercept, power)``; each drawn as a curve against ``x``.
+        xlabel, ylabel: axis texts.
+
+    Returns:
+        ax
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of the same length, got {x.shape} and {y.shape}")
+    ax.errorbar(x, y, yerr=yerr, fmt="o", color="black", ms=4, capsize=2, label="measured", zorder=3)
+    grid = np.linspace(0.0, x.max() * 1.05, 200)
+    styles = ("-", "--", ":", "-.")
+    for i, (label, (slope, intercept, power)) in enumerate((fits or {}).items()):
+        ax.plot(grid, intercept + slope * grid**power, ls=styles[i % len(styles)], label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(left=0)
+    ax.legend()
+    return ax
+
+
+def plot_decay(
+    ax: plt.Axes,
+    values: np.ndarray,
+    *,
+    tol: float | None = None,
+    color: str = "#333333",
+    alpha: float = 0.3,
+    xlabel: str = "step",
+    ylabel: str = "distance to the fixed point",
+) -> plt.Axes:
+    """Curves (one per row of ``values``, (N, T)) on a log axis, with an optional tolerance line.
+
+    Zeros (a trajectory that landed exactly on the point) are not drawn.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (N, T), got {values.shape}")
+    shown = np.where(values > 0, values, np.nan)
+    ax.plot(np.arange(values.shape[1]), shown.T, color=color, alpha=alpha, lw=0.7)
+    if tol is not None:
+        ax.axhline(tol, color=OKABE_ITO["vermillion"], ls="--", lw=1.0, label=f"tolerance {tol:g}")
+        ax.legend()
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax
+
+
+__all__ += ["plot_orbit", "plot_drift_field", "plot_scaling_fits", "plot_decay"]
+
+
+# =========================================================================== local regions
+# Companion plots of hmmrnn.regions and the chapter "Local regions" (book/local_regions.ipynb):
+# states coloured by region (cluster / kick-zone / transition, REGION_COLORS; the extra label
+# "uncertain" -- slow but not confident -- in grey), histograms per region, curves with bands.
+
+
+def region_color(name: str) -> str:
+    """The fixed colour of a region (:data:`REGION_COLORS`; grey for any other label)."""
+    return REGION_COLORS.get(name, OKABE_ITO["grey"])
+
+
+def _region_label(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def plot_region_scatter(
+    ax: plt.Axes,
+    x: np.ndarray,
+    y: np.ndarray,
+    labels: np.ndarray,
+    names: Sequence[str],
+    *,
+    size: float = 3.0,
+    alpha: float = 0.6,
+    xlabel: str = "PC1",
+    ylabel: str = "PC2",
+    legend: bool = True,
+) -> plt.Axes:
+    """Points coloured by region: the orbit in PC1-PC2, or a readout against time.
+
+    Args:
+        ax: axes to draw on.
+        x, y: (N,) coordinates.
+        labels: (N,) integer region codes, indices into ``names``.
+        names: region names (e.g. ``hmmrnn.regions.REGION_NAMES``); colours by :func:`region_color`.
+        size, alpha: marker size and opacity.
+        xlabel, ylabel: axis texts.
+        legend: add a legend with the share of points in each region.
+
+    Returns:
+        ax (the most populated region is drawn first, so rare regions stay visible on top)
+    """
+    x, y, labels = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(labels)
+    if not (x.shape == y.shape == labels.shape) or x.ndim != 1:
+        raise ValueError(f"x, y and labels must be 1-D of the same length, got {x.shape}, {y.shape}, {labels.shape}")
+    counts = np.array([(labels == code).sum() for code in range(len(names))])
+    for code in np.argsort(-counts, kind="stable"):
+        sel = labels == code
+        if sel.any():
+            ax.scatter(x[sel], y[sel], s=size, color=region_color(names[code]), alpha=alpha, lw=0, rasterized=True,
+                       label=f"{_region_label(names[code])} ({sel.mean():.1%})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if legend:
+        ax.legend(markerscale=3.0, loc="best")
+    return ax
+
+
+def plot_residency_histogram(
+    ax: plt.Axes,
+    rt: np.ndarray,
+    *,
+    transition_below: float,
+    kick_zone_max: float,
+    max_steps: int,
+    bins: int = 60,
+    log: bool = True,
+    xlabel: str = "residency time RT (steps)",
+    ylabel: str = "states",
+) -> plt.Axes:
+    """Histogram of residency times with the transition / kick-zone / slow bands shaded.
+
+    Args:
+        ax: axes to draw on.
+        rt: (N,) residency times.
+        transition_below, kick_zone_max: the class thresholds (drawn as band edges).
+        max_steps: the censoring time (the right end of the axis).
+        bins: number of bins between 1 and ``max_steps``.
+        log: logarithmic count axis.
+        xlabel, ylabel: axis texts.
+
+    Returns:
+        ax
+    """
+    rt = np.asarray(rt, dtype=float)
+    ax.axvspan(0, transition_below, color=region_color("transition"), alpha=0.25, lw=0, label="transition")
+    ax.axvspan(transition_below, kick_zone_max, color=region_color("kick_zone"), alpha=0.25, lw=0, label="kick-zone")
+    ax.axvspan(kick_zone_max, max_steps, color=region_color("cluster"), alpha=0.15, lw=0, label="slow (cluster if confident)")
+    ax.hist(rt, bins=np.linspace(1, max_steps, bins + 1), color="#4D4D4D", histtype="stepfilled", alpha=0.85)
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(top=ax.get_ylim()[1] * 8)  # room for the legend above the bars
+    ax.set_xlim(0, max_steps)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left")
+    return ax
+
+
+def plot_region_histograms(
+    ax: plt.Axes,
+    values: Mapping[str, np.ndarray],
+    *,
+    bins: np.ndarray | int = 30,
+    density: bool = True,
+    log: bool = False,
+    xlabel: str | None = None,
+    ylabel: str = "fraction of states",
+) -> plt.Axes:
+    """One step histogram per region, in the region colours.
+
+    Args:
+        ax: axes to draw on.
+        values: region name -> (n,) values (an empty array draws nothing).
+        bins: bin edges or a number of bins (shared by all regions).
+        density: normalise each histogram to a total of 1 (regions differ in size).
+        log: logarithmic y axis.
+        xlabel, ylabel: axis texts.
+
+    Returns:
+        ax
+    """
+    arrays = {k: np.asarray(v, dtype=float) for k, v in values.items()}
+    finite = np.concatenate([v[np.isfinite(v)] for v in arrays.values()] or [np.zeros(0)])
+    if isinstance(bins, int):
+        lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+    for name, v in arrays.items():
+        v = v[np.isfinite(v)]
+        if v.size:
+            weights = np.full(v.size, 1.0 / v.size) if density else None
+            ax.hist(v, bins=bins, weights=weights, histtype="step", lw=1.8, color=region_color(name),
+                    label=f"{_region_label(name)} (n = {v.size})")
+    if log:
+        ax.set_yscale("log")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    return ax
+
+
+def plot_band_curves(
+    ax: plt.Axes,
+    x: np.ndarray,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    colors: Mapping[str, str] | None = None,
+    styles: Mapping[str, str] | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    legend: bool = True,
+) -> plt.Axes:
+    """Curves with shaded confidence bands.
+
+    Args:
+        ax: axes to draw on.
+        x: (S,) abscissa shared by all curves.
+        curves: label -> ``(mean, low, high)``, each (S,).
+        colors: label -> colour (default the style's cycle).
+        styles: label -> line style (default solid).
+        xlabel, ylabel: axis texts.
+        legend: draw a legend.
+
+    Returns:
+        ax
+    """
+    x = np.asarray(x, dtype=float)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, (mean, low, high)) in enumerate(curves.items()):
+        mean, low, high = (np.asarray(a, dtype=float) for a in (mean, low, high))
+        if not (mean.shape == low.shape == high.shape == x.shape):
+            raise ValueError(f"curve {label!r}: mean, low and high must have the shape of x {x.shape}")
+        color = (colors or {}).get(label) or cycle[i % len(cycle)]
+        ax.plot(x, mean, color=color, ls=(styles or {}).get(label, "-"), marker="o", ms=3, label=label)
+        ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+    if x.size <= 20 and np.all(x == np.round(x)):
+        ax.set_xticks(x)  # integer abscissa (steps): one tick each
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if legend:
+        ax.legend()
+    return ax
+
+
+__all__ += ["region_color", "plot_region_scatter", "plot_residency_histogram", "plot_region_histograms", "plot_band_curves"]

@@ -194,11 +194,12 @@ def test_activation_patterns_counts():
 
 def test_region_analysis_finds_a_ray_of_fixed_points_only_where_it_lies_in_the_region():
     w = np.array([[1.0, 0.0], [0.0, 0.5]])  # (c, 0) is fixed for every c > 0
-    ra = dyn.region_analysis(w, np.array([[True, False], [True, True], [False, False]]))
-    assert ra.ray_in_region.tolist() == [True, False, False]
+    ra = dyn.region_analysis(w, np.array([[True, False], [True, True], [False, False], [False, True]]))
+    assert ra.ray_in_region.tolist() == [True, False, False, False]
     np.testing.assert_allclose(ra.sigma_min[:2], [0.0, 0.0], atol=1e-12)
-    assert ra.sigma_min[2] == pytest.approx(1.0)
-    np.testing.assert_allclose(ra.gap_to_one, [0.0, 0.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(ra.sigma_min[2:], [1.0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(ra.gap_to_one, [0.0, 0.0, 1.0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(ra.spectral_radius, [1.0, 1.0, 0.0, 0.5], atol=1e-12)
     # unit 1 is driven by unit 0: the ray of pattern (1, 0) is inconsistent, pattern (1, 1) has its own
     w2 = np.array([[1.0, 0.0], [1.0, 0.5]])
     ra2 = dyn.region_analysis(w2, np.array([[True, False], [True, True]]))
@@ -214,10 +215,33 @@ def test_region_analysis_generic_network_has_only_the_origin():
     pats = rng.random((20, 10)) < 0.6
     ra = dyn.region_analysis(net.W_rec, pats)
     assert np.all(ra.sigma_min > 1e-6) and not ra.ray_in_region.any()
-    eig = np.linalg.eigvals(pats[0][:, None] * net.W_rec.astype(np.float64))
-    assert ra.spectral_radius[0] == pytest.approx(np.abs(eig).max())
-    assert ra.n_unstable[0] == int((np.abs(eig) > 1).sum())
+    for i in range(len(pats)):  # against the full H x H local maps
+        full = pats[i][:, None] * net.W_rec.astype(np.float64)
+        eig = np.linalg.eigvals(full)
+        assert ra.spectral_radius[i] == pytest.approx(np.abs(eig).max())
+        assert ra.n_unstable[i] == int((np.abs(eig) > 1).sum())
+        assert ra.gap_to_one[i] == pytest.approx(np.abs(eig - 1).min())
+        assert (ra.sigma_min[i] > 1e-6) == (np.linalg.svd(np.eye(10) - full, compute_uv=False).min() > 1e-6)
     assert ra.n_active.tolist() == pats.sum(1).tolist()
+
+
+def test_local_eigvals_match_full_local_maps():
+    net = random_net(23, h=12, radius=1.3)
+    masks = np.random.default_rng(24).random((15, 12)) < 0.5
+    masks[0] = False  # all inactive
+    compact = dyn.local_eigvals(net.W_rec.astype(np.float64), masks).numpy()
+    for i, m in enumerate(masks):
+        full = np.linalg.eigvals(m[:, None] * net.W_rec.astype(np.float64))
+        padded = np.concatenate([compact[i], np.zeros(12 - compact.shape[1])])
+        np.testing.assert_allclose(np.sort_complex(np.round(padded, 10)), np.sort_complex(np.round(full, 10)), atol=1e-8)
+
+
+def test_map_jacobian_closed_forms_match_autograd():
+    net = random_net(25)
+    h = np.random.default_rng(26).random((6, 8))
+    for scale in (None, 0.8):
+        step = dyn.autonomous_map(net) if scale is None else dyn.averaged_map(net, scale)
+        np.testing.assert_allclose(dyn.map_jacobian(net, scale)(torch.tensor(h)).numpy(), dyn.jacobian(step, h).numpy(), atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- driven runs
@@ -285,21 +309,26 @@ def test_rotation_of_a_circle_and_of_a_back_and_forth_arc():
     t = np.arange(2000)
     period = 100
     theta = 2 * np.pi * t / period
-    circle = np.stack([np.cos(theta), np.sin(theta)], -1)[None]
+    circle = np.stack([np.cos(theta), np.sin(theta)], -1)[None] + 5.0  # off-centre: areas do not care
     dom = np.where(np.cos(theta) > 0, 0, 2)[None]
     ccw = dyn.rotation(circle, dom)
-    assert ccw.sign == 1 and ccw.angular_velocity == pytest.approx(2 * np.pi / period)
-    assert ccw.windings[0] == pytest.approx((len(t) - 1) / period)
-    assert ccw.loop_fraction == pytest.approx(1.0, abs=0.02) and ccw.same_sense == 1.0
+    assert ccw.sign == 1 and ccw.same_sense == 1.0
+    assert ccw.n_cycles == 19  # 20 switches 0 -> 2 in 20 periods, 19 complete round trips
+    np.testing.assert_allclose(ccw.cycle_areas, np.pi * np.sin(np.pi / period) / (np.pi / period), rtol=1e-3)
     cw = dyn.rotation(circle[..., ::-1].copy(), dom)
-    assert cw.sign == -1
-    # an arc travelled back and forth: switches but no net winding
+    assert cw.sign == -1 and cw.same_sense == 1.0
+    # counter-clockwise from output 0 (right): out over the top, back along the bottom
+    np.testing.assert_allclose(ccw.switch_out[:, 1].mean(), 5.0 + 1.0, atol=0.01)
+    np.testing.assert_allclose(ccw.switch_back[:, 1].mean(), 5.0 - 1.0, atol=0.01)
+    # an arc travelled back and forth: round trips of (almost) no area
     phase = np.pi / 2 * np.sin(2 * np.pi * t / period)
     arc = np.stack([np.cos(phase), np.sin(phase)], -1)[None]
     back = dyn.rotation(arc, np.where(phase > 0, 0, 2)[None])
-    assert back.switches[0] > 30 and back.loop_fraction < 0.05
-    # visits to a third output between the pair do not count as switches
-    assert dyn.rotation(circle, np.where(np.cos(theta) > 0.9, 1, dom))[3][0] == ccw.switches[0]
+    assert back.n_cycles == 19 and np.abs(back.cycle_areas).max() < 1e-2
+    # visits to a third output between the pair do not create switches
+    assert dyn.rotation(circle, np.where(np.cos(theta) > 0.9, 1, dom)).n_cycles == ccw.n_cycles
+    path = dyn.switch_triggered_average(circle, dom, (0, 2), window=5)
+    assert path.shape == (10, 2) and path[5, 1] > 5.0  # the switch 0 -> 2 happens at the top
 
 
 def test_linear_fit_and_radius_sweep_follow_the_noise_std():
@@ -321,16 +350,26 @@ def test_readout_alignment():
     np.testing.assert_allclose(dyn.readout_alignment(w_out, comps, (0, 1, 2)), [1.0, 0.0, 1 / math.sqrt(2)])
 
 
-def test_drift_field_bins_the_averaged_drift():
+def test_drift_field_bins_the_averaged_drift_and_the_residual_noise_has_zero_mean():
     net = random_net(21)
-    run = dyn.driven_run(net, 3000, gen(8), burn_in=100)
+    run = dyn.driven_run(net, 3000, gen(8), n_traj=2, burn_in=100)
     plane = dyn.pca(run.states, 2)
-    field = dyn.drift_field(net, run.states, plane, 1.0, bins=6, min_count=1)
-    assert field.count.sum() == 3000
-    mean, _ = dyn.conditional_moments(net, run.states.astype(np.float64), 1.0)
-    overall = np.linalg.norm(mean - run.states, axis=1).mean()
-    weighted = np.nansum(field.speed * field.count) / field.count.sum()
-    assert weighted == pytest.approx(overall, rel=1e-9)
+    field = dyn.drift_field(net, run.hidden, plane, 1.0, bins=6, min_count=1)
+    assert field.count.sum() == 2 * 2999
+    x = run.hidden[:, :-1].reshape(-1, 8).astype(np.float64)
+    mean, var = dyn.conditional_moments(net, x, 1.0)
+    # count-weighted bin averages give back the overall averages
+    overall = ((mean - x) @ plane.components[:2].T).mean(0)
+    weighted = [np.nansum(f * field.count) / field.count.sum() for f in (field.u, field.v)]
+    np.testing.assert_allclose(weighted, overall, rtol=1e-4, atol=1e-6)
+    speed = np.nansum(field.speed * field.count) / field.count.sum()
+    assert speed == pytest.approx(np.linalg.norm(mean - x, axis=1).mean(), rel=1e-4)
+    # E[h_{t+1} | h_t] is exact: the residuals of the run average to 0 within their standard error
+    assert np.all(np.abs(field.residual_mean) < 4 * field.residual_sem)
+    # the total residual variance (all H dimensions) matches the closed-form conditional variance
+    resid = run.hidden[:, 1:].reshape(-1, 8) - mean
+    assert (resid**2).sum(1).mean() == pytest.approx(var.sum(1).mean(), rel=0.05)
+    assert np.all(field.ratio[field.count > 0] >= 0)
 
 
 # ----------------------------------------------------------------------------- bifurcation
@@ -339,7 +378,7 @@ def test_eigen_counts_known_spectra():
     r, th = 1.02, 0.3
     rot = r * np.array([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]])
     mats = torch.tensor(np.stack([rot, np.diag([0.5, 1.5]), np.diag([0.5, 0.2]), 0.5 * rot]), dtype=torch.float32)
-    unstable, pairs = dyn.eigen_counts(mats)
+    unstable, pairs = dyn.eigen_counts(torch.linalg.eigvals(mats))
     assert unstable.tolist() == [2, 1, 0, 0]
     assert pairs.tolist() == [1, 0, 0, 0]
 
@@ -361,6 +400,11 @@ def test_snapshot_dynamics_rates_and_spectra():
     assert td.transition_rate[1] == pytest.approx(3 / 120)  # zero readout: argmax never changes
     assert td.unstable_fraction[0] == 0.0 and td.unstable_fraction[2] == 1.0
     assert td.mean_unstable[2] > 1
+    assert not td.diverged.any()
+    assert td.growth[0] == pytest.approx(1.0, abs=0.5) and td.growth[2] > 1e3  # 1.5 I explodes
+    boom = Snapshots(np.array([0]), stable.W_in[None], (30 * np.eye(8, dtype=np.float32))[None], stable.W_out[None])
+    exploded = dyn.snapshot_dynamics(boom, gen(9), n_traj=2, n_steps=40, burn_in=5, n_eig=10)
+    assert exploded.diverged.tolist() == [True] and np.isnan(exploded.transition_rate[0])
 
 
 def test_detect_transition_midpoint_rule():
@@ -376,3 +420,7 @@ def test_detect_transition_midpoint_rule():
     assert dyn.detect_transition(epochs, noisy, early=(10, 30), final_count=3, smooth=3).epoch == 80
     with pytest.raises(ValueError):
         dyn.detect_transition(epochs, values, early=(200, 300))
+    gap = np.where(epochs == 70, np.nan, late)  # a diverged snapshot is skipped
+    assert dyn.detect_transition(epochs, gap, early=(10, 30), final_count=3, smooth=3).epoch == 80
+    np.testing.assert_allclose(dyn._nanmedian_rows(np.array([[1.0, np.nan, 3.0], [np.nan] * 3, [4.0, 1.0, 2.0]])),
+                               [2.0, np.nan, 2.0])
