@@ -110,6 +110,15 @@ class TestNotebook:
         assert found[1] == "## Overview", f"the section after the title is {found[1]!r}"
         assert "## Summary" in found
 
+    def test_papermill_sees_every_parameter(self, path):
+        # papermill parses the parameters cell itself (e.g. an "=" inside a comment hides a
+        # line from it): every literal must be overridable with -p
+        import papermill
+
+        defined = literal_parameters(parameter_cells(read(path))[0].source)
+        seen = set(papermill.inspect_notebook(str(path)))
+        assert set(defined) <= seen, f"papermill cannot parse {sorted(set(defined) - seen)}"
+
     def test_tiny_parameters_exist_in_the_notebook(self, path):
         tiny = yaml.safe_load(TINY.read_text()) or {}
         defined = literal_parameters(parameter_cells(read(path))[0].source)
