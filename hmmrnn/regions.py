@@ -18,7 +18,7 @@ measures how sensitive a region is to the input noise. Everything takes a networ
 so later chapters can apply it to ablated or hand-built networks.
 
 Conventions (shapes): ``N`` states, ``H`` hidden units, ``D`` input dimensions, ``K`` outputs,
-``n`` continuations per state. A driven run is :class:`DrivenRun`: ``hidden[t]`` = h_t was
+``n`` continuations per state. A driven run is :class:`RecordedRun`: ``hidden[t]`` = h_t was
 produced from ``prev_hidden[t]`` = h_{t-1} by the input ``inputs[t]`` = x_t,
 ``h_t = relu(W_rec h_{t-1} + W_in x_t)``. Randomness always comes from an explicit
 ``torch.Generator``; the same seed gives the same numbers.
@@ -71,6 +71,7 @@ import torch
 from scipy import special, stats
 
 from . import paper
+from .dynamics import averaged_map
 from .model import NoiseRNN, RNNWeights
 
 __all__ = [
@@ -80,29 +81,28 @@ __all__ = [
     "CLUSTER",
     "UNCERTAIN",
     "StepModel",
-    "DrivenRun",
-    "driven_run",
+    "RecordedRun",
+    "recorded_run",
     "ResidencyResult",
     "residency_times",
     "residency_reference",
     "RegionLabels",
     "classify_regions",
     "sign_changes_along_run",
-    "OrbitPlane",
-    "orbit_plane",
     "active_masks",
-    "local_jacobians",
     "JacobianSpectra",
     "jacobian_spectra",
-    "mean_drift",
     "alignment",
     "random_alignment_baseline",
-    "select_points",
+    "sample_states",
+    "LocalLinear",
+    "local_linear_analysis",
     "mix_noise",
     "NoiseSensitivity",
     "noise_sensitivity",
     "MeanCI",
     "mean_ci",
+    "difference_ci",
     "region_means",
 ]
 
@@ -165,8 +165,12 @@ def _check_positive_int(value: int, name: str) -> int:
 # --------------------------------------------------------------------------- driven run
 
 
-class DrivenRun(NamedTuple):
-    """One long noise-driven trajectory (after a burn-in), as NumPy float32 arrays.
+class RecordedRun(NamedTuple):
+    """One long noise-driven trajectory (after a burn-in) with its noise, as NumPy float32 arrays.
+
+    Unlike :class:`hmmrnn.dynamics.DrivenRun` (many trajectories, sampled outputs) it keeps the
+    input noise and the previous states, so that the run can be replayed with part of its
+    noise redrawn (:func:`noise_sensitivity`) and its local Jacobians formed (:func:`active_masks`).
 
     Fields:
         hidden: (N, H) states h_t.
@@ -196,14 +200,14 @@ class DrivenRun(NamedTuple):
 
 
 @torch.no_grad()
-def driven_run(
+def recorded_run(
     model: StepModel | RNNWeights,
     length: int,
     generator: torch.Generator,
     noise_scale: float = 1.0,
     burn_in: int = 200,
     h0: np.ndarray | torch.Tensor | None = None,
-) -> DrivenRun:
+) -> RecordedRun:
     """Simulate one trajectory of ``burn_in + length`` steps and keep the last ``length``.
 
     Args:
@@ -235,7 +239,7 @@ def driven_run(
         h = model.step(h, x[t : t + 1])
         states[t + 1] = h[0]
     hidden = states[burn_in + 1 :]
-    return DrivenRun(
+    return RecordedRun(
         hidden=hidden.cpu().numpy(),
         prev_hidden=states[burn_in:-1].cpu().numpy(),
         inputs=x[burn_in:].cpu().numpy(),
@@ -293,57 +297,93 @@ _COMPACT_BELOW = 0.8
 """Compact the batch of continuations once at most this fraction of its rows is still running."""
 
 
-class _Stepper:
-    """Batched steps for :func:`residency_times`.
+class _GenericSim:
+    """A batch of continuations of any :class:`StepModel`, through its own ``step`` and ``logits``.
 
-    For a :class:`NoiseRNN` (or anything exposing ``W_rec``/``W_in`` tensors) the step is fused
-    into one matmul, an in-place ``addmm_`` and an in-place ReLU on preallocated ping-pong buffers,
-    and the noise is drawn into a preallocated buffer: large temporaries are what a CPU spends
-    its time mapping. Any other model goes through its own ``step``. Both compute
-    relu(W_rec h + W_in x).
+    Protocol shared with :class:`_FusedSim`: ``set_inputs(x)`` gives the inputs of the next
+    step (``draw`` draws them), ``advance()`` returns the logits of the current states and
+    then moves every row one step on; ``select(keep)`` keeps some rows.
     """
 
-    def __init__(self, model: StepModel) -> None:
-        self.model = model
-        w_rec, w_in = getattr(model, "W_rec", None), getattr(model, "W_in", None)
-        self.fast = isinstance(w_rec, torch.Tensor) and isinstance(w_in, torch.Tensor)
-        if self.fast:
-            self.w_rec_t = w_rec.detach().T
-            self.w_in_t = w_in.detach().T
-        self.buffers: list[torch.Tensor] = []
-        self.x_buffer: torch.Tensor | None = None
+    def __init__(self, model: StepModel, h: torch.Tensor) -> None:
+        self.model, self.h, self.x = model, h, None
 
-    def start(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.fast:
-            return h
-        self.buffers = [h.contiguous(), torch.empty_like(h)]
-        self.x_buffer = torch.empty(h.shape[0], self.w_in_t.shape[0], dtype=h.dtype, device=h.device)
-        return self.buffers[0]
+    def draw(self, generator: torch.Generator, noise_scale: float) -> None:
+        x = torch.randn(self.h.shape[0], self.model.input_size, generator=generator, device=self.h.device)
+        self.x = x * noise_scale if noise_scale != 1.0 else x
 
-    def _other(self, h: torch.Tensor) -> torch.Tensor:
-        return self.buffers[1] if h.data_ptr() == self.buffers[0].data_ptr() else self.buffers[0]
+    def set_inputs(self, x: torch.Tensor) -> None:
+        self.x = x
 
-    def noise(self, rows: int, generator: torch.Generator, noise_scale: float) -> torch.Tensor:
-        if self.fast:
-            x = self.x_buffer[:rows].normal_(generator=generator)
-        else:
-            x = torch.randn(rows, self.model.input_size, generator=generator, device=_param_device(self.model))
-        return x.mul_(noise_scale) if noise_scale != 1.0 else x
+    def advance(self) -> torch.Tensor:
+        logits = self.model.logits(self.h)
+        if self.x is not None:
+            self.h, self.x = self.model.step(self.h, self.x), None
+        return logits
 
-    def step(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if not self.fast:
-            return self.model.step(h, x)
-        out = self._other(h)[: h.shape[0]]
-        torch.mm(x, self.w_in_t, out=out)
-        out.addmm_(h, self.w_rec_t)
-        return out.relu_()
+    def select(self, keep: torch.Tensor) -> None:
+        self.h = self.h[keep]
+        self.x = None if self.x is None else self.x[keep]
 
-    def select(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        if not self.fast:
-            return h[keep]
-        out = self._other(h)[: keep.shape[0]]
-        torch.index_select(h, 0, keep, out=out)
-        return out
+
+class _FusedSim:
+    """A batch of continuations of a :class:`NoiseRNN`.
+
+    One matmul per step. The batch lives in columns: ``A`` is (H + K + D, B) with the states
+    h in rows [0, H), scratch in [H, H + K) and the inputs x in [H + K, H + K + D), and
+
+        M = [[W_rec, 0, W_in], [W_out, 0, 0]]   ((H + K) x (H + K + D))
+
+    so that ``M @ A`` is [W_rec h + W_in x ; W_out h]: the next pre-activation and the logits
+    of the current states at once. It is written straight into the first H + K rows of the
+    other buffer, the ReLU is applied there in place and the next noise is drawn into its last
+    D rows, all contiguous blocks. On a CPU this is about 1.5-2x faster than separate matmuls
+    for the input, the recurrence and the readout (a (B, 150) x (150, 3) readout matmul costs
+    as much as a large one), and nothing large is allocated inside the loop.
+    """
+
+    def __init__(self, model: StepModel, h: torch.Tensor) -> None:
+        w_rec, w_in, w_out = (getattr(model, name).detach() for name in ("W_rec", "W_in", "W_out"))
+        self.H, self.K, self.D = w_rec.shape[0], w_out.shape[0], w_in.shape[1]
+        H, K = self.H, self.K
+        self.M = torch.zeros(H + K, H + K + self.D, dtype=h.dtype, device=h.device)
+        self.M[:H, :H], self.M[:H, H + K :], self.M[H:, :H] = w_rec, w_in, w_out
+        self.A = torch.empty(H + K + self.D, h.shape[0], dtype=h.dtype, device=h.device)
+        self.A[:H] = h.T
+        self.B = torch.empty_like(self.A)
+
+    def draw(self, generator: torch.Generator, noise_scale: float) -> None:
+        x = self.A[self.H + self.K :].normal_(generator=generator)
+        if noise_scale != 1.0:
+            x.mul_(noise_scale)
+
+    def set_inputs(self, x: torch.Tensor) -> None:
+        self.A[self.H + self.K :] = x.T
+
+    def advance(self) -> torch.Tensor:
+        H, K = self.H, self.K
+        torch.mm(self.M, self.A, out=self.B[: H + K])
+        self.B[:H].relu_()
+        self.A, self.B = self.B, self.A
+        return self.A[H : H + K].T  # logits of the states before the step (valid until the next advance)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.A = torch.index_select(self.A, 1, keep)
+        self.B = torch.empty_like(self.A)
+
+
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """argmax over the last axis (first index among ties, as ``torch.argmax``); a column loop for
+    few outputs, much faster than ``argmax`` over a short axis."""
+    if logits.shape[-1] > 8:
+        return logits.argmax(dim=-1)
+    best = logits[..., 0].clone()
+    index = torch.zeros(best.shape, dtype=torch.int64, device=logits.device)
+    for j in range(1, logits.shape[-1]):
+        column = logits[..., j]
+        index.masked_fill_(column > best, j)
+        torch.maximum(best, column, out=best)
+    return index
 
 
 @torch.no_grad()
@@ -355,18 +395,20 @@ def residency_times(
     max_steps: int = 60,
     noise_scale: float = 1.0,
     inputs: np.ndarray | torch.Tensor | None = None,
-    max_batch: int = 262_144,
+    max_batch: int = 131_072,
 ) -> ResidencyResult:
     """Residency time of every state, all continuations as one batched simulation.
 
-    The N x n continuations are the rows of one (N*n, H) tensor; the only Python loop runs over
-    the <= ``max_steps`` time steps. Continuations that have switched are dropped from the batch
-    (their noise is not drawn), and the loop stops early once every continuation has switched.
-    Rows are processed in chunks of at most ``max_batch`` continuations to bound memory.
+    The N x n continuations are the columns of one tensor; the only Python loop runs over the
+    <= ``max_steps`` time steps. Continuations that have switched are dropped from the batch once
+    they are a fifth of it, and the loop stops early once every continuation has switched.
+    States are processed in chunks of at most ``max_batch`` continuations to bound memory
+    (~2 kB per continuation for |h| = 150, d = 100). A :class:`NoiseRNN` runs through a fused
+    step (:class:`_FusedSim`), any other model through its ``step`` and ``logits``.
 
     Args:
         model: the network.
-        states: (N, H) starting states (e.g. ``DrivenRun.hidden``).
+        states: (N, H) starting states (e.g. ``RecordedRun.hidden``).
         generator: torch generator for the continuation noise (required unless ``inputs`` given).
         n_continuations: n, continuations per state (paper: 20).
         max_steps: censoring time (paper: 60).
@@ -401,41 +443,45 @@ def residency_times(
 
     switch = torch.zeros(n_states * n, dtype=torch.int64, device=device)
     changes = torch.zeros(n_states * n, dtype=torch.int64, device=device)
-    stepper = _Stepper(model)
+    simulator = _FusedSim if isinstance(model, NoiseRNN) else _GenericSim
     states_per_chunk = max(1, int(max_batch) // n)
     for first in range(0, n_states, states_per_chunk):
         last = min(n_states, first + states_per_chunk)
         rows = torch.arange(first * n, last * n, device=device)  # global continuation indices
-        h = stepper.start(states[first:last].repeat_interleave(n, dim=0))
-        target = start_output[first:last].repeat_interleave(n)[:, None]
+        sim = simulator(model, states[first:last].repeat_interleave(n, dim=0))
+        target = start_output[first:last].repeat_interleave(n)
         y_prev = start_logits[first:last].gather(1, start_output[first:last, None])[:, 0].repeat_interleave(n)
         d_prev = torch.zeros_like(y_prev)
         alive = torch.ones_like(rows, dtype=torch.bool)
         sw = torch.zeros_like(rows)  # switch step of the rows in the batch (0 = not yet)
         chg = torch.zeros_like(rows)  # sign changes counted so far
-        for k in range(1, max_steps + 1):
-            if inputs is not None:
-                x = inputs[rows, k - 1]
-            else:
-                x = stepper.noise(rows.shape[0], generator, noise_scale)
-            h = stepper.step(h, x)
-            logit = model.logits(h)
-            y = logit.gather(1, target)[:, 0]
+        # iteration k feeds x_k and gets back the logits of h_{k-1}: step k-1 is judged after it
+        for k in range(1, max_steps + 2):
+            if k <= max_steps:
+                if inputs is not None:
+                    sim.set_inputs(inputs[rows, k - 1])
+                else:
+                    sim.draw(generator, noise_scale)
+            logit = sim.advance()
+            j = k - 1  # the step whose state these logits belong to
+            if j == 0:
+                continue
+            y = logit.gather(1, target[:, None])[:, 0]
             d = y - y_prev
-            if k > 1:
+            if j > 1:
                 chg += (d * d_prev < 0) & alive
-            now = alive & (logit.argmax(dim=-1) != target[:, 0])
-            sw.masked_fill_(now, k)
+            now = alive & (_argmax(logit) != target)
+            sw.masked_fill_(now, j)
             alive &= ~now
             n_alive = int(alive.sum())
-            if n_alive == 0:
+            if n_alive == 0 or j == max_steps:
                 break
             if n_alive <= _COMPACT_BELOW * rows.shape[0]:
                 # lazy compaction: drop switched rows once they are a sizeable part of the batch
                 switch[rows], changes[rows] = sw, chg
                 keep = alive.nonzero()[:, 0]
-                rows, target, y, d, sw, chg = rows[keep], target[keep], y[keep], d[keep], sw[keep], chg[keep]
-                h = stepper.select(h, keep)
+                rows, target, y, d, sw, chg = (torch.index_select(t, 0, keep) for t in (rows, target, y, d, sw, chg))
+                sim.select(keep)
                 alive = torch.ones_like(rows, dtype=torch.bool)
             y_prev, d_prev = y, d
         switch[rows], changes[rows] = sw, chg
@@ -580,53 +626,14 @@ def sign_changes_along_run(logits: np.ndarray, window: int) -> np.ndarray:
     return (d[:, :-1] * d[:, 1:] < 0).sum(axis=1)
 
 
-# --------------------------------------------------------------------------- orbit plane
-
-
-class OrbitPlane(NamedTuple):
-    """PC1-PC2 plane of a run.
-
-    Fields:
-        mean: (H,) mean state.
-        components: (2, H) orthonormal principal axes.
-        explained: (2,) fraction of variance explained by each.
-        coords: (N, 2) projections of the run's states.
-    """
-
-    mean: np.ndarray
-    components: np.ndarray
-    explained: np.ndarray
-    coords: np.ndarray
-
-
-def orbit_plane(hidden: np.ndarray) -> OrbitPlane:
-    """PCA of the states of a run: the plane in which the orbit is drawn. ``hidden``: (N, H).
-
-    The sign of each axis is fixed (largest-magnitude loading positive) so plots are reproducible.
-    """
-    hidden = np.asarray(hidden, dtype=np.float64)
-    if hidden.ndim != 2 or hidden.shape[0] < 3:
-        raise ValueError(f"hidden must be (N >= 3, H), got {hidden.shape}")
-    mean = hidden.mean(axis=0)
-    centred = hidden - mean
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    comps = vt[:2]
-    signs = np.sign(comps[np.arange(2), np.abs(comps).argmax(axis=1)])
-    comps = comps * signs[:, None]
-    explained = s[:2] ** 2 / np.sum(s**2)
-    return OrbitPlane(mean, comps, explained, centred @ comps.T)
-
-
 # --------------------------------------------------------------------------- local linear analysis
 
 
-def active_masks(hidden: np.ndarray | torch.Tensor) -> np.ndarray:
-    """(N, H) bool masks m_t = 1[h_t > 0], equal to 1[pre-activation that produced h_t > 0]."""
-    return np.asarray(hidden) > 0
+def active_masks(model: NoiseRNN | RNNWeights, prev_hidden: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """Masks m_t = 1[W_rec h_{t-1} + W_in x_t > 0] of the pre-activations that produced h_t.
 
-
-def local_jacobians(model: NoiseRNN | RNNWeights, prev_hidden: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    """Local Jacobians J_t = diag(1[W_rec h_{t-1} + W_in x_t > 0]) W_rec, with the run's noise.
+    Computed from the pre-activation with the run's actual noise input x_t; since
+    h_t = relu(pre-activation), this equals ``hidden > 0`` (up to float rounding of the sum).
 
     Args:
         model: a ReLU RNN (NoiseRNN or RNNWeights).
@@ -634,26 +641,28 @@ def local_jacobians(model: NoiseRNN | RNNWeights, prev_hidden: np.ndarray, input
         inputs: (N, D) the inputs x_t.
 
     Returns:
-        (N, H, H) float64 Jacobians d h_t / d h_{t-1}.
+        (N, H) bool. The local Jacobian is ``dynamics.relu_jacobian(W_rec, mask)`` = diag(m_t) W_rec.
     """
     w = _as_weights(model)
     prev_hidden = np.asarray(prev_hidden, dtype=np.float64)
     inputs = np.asarray(inputs, dtype=np.float64)
     if prev_hidden.ndim != 2 or inputs.ndim != 2 or prev_hidden.shape[0] != inputs.shape[0]:
         raise ValueError(f"prev_hidden (N, H) and inputs (N, D) must be 2-D with equal N, got {prev_hidden.shape}, {inputs.shape}")
-    pre = prev_hidden @ w.W_rec.T.astype(np.float64) + inputs @ w.W_in.T.astype(np.float64)
-    return (pre > 0)[:, :, None] * w.W_rec.astype(np.float64)[None]
+    if prev_hidden.shape[1] != w.hidden_size or inputs.shape[1] != w.input_size:
+        raise ValueError(f"expected H={w.hidden_size}, D={w.input_size}, got {prev_hidden.shape[1]}, {inputs.shape[1]}")
+    return prev_hidden @ w.W_rec.T.astype(np.float64) + inputs @ w.W_in.T.astype(np.float64) > 0
 
 
 class JacobianSpectra(NamedTuple):
-    """Eigen-decompositions of local Jacobians diag(m) W_rec.
+    """Eigen-decompositions of local Jacobians J = diag(m) W_rec.
 
     Fields:
         eigvals: (S, H) complex128 eigenvalues, sorted by decreasing modulus.
         n_unstable: (S,) int64 number of eigenvalues with |lambda| > 1.
         leading: (S,) complex128 eigenvalue of largest modulus.
-        leading_vector: (S, H) float64 real part of the leading eigenvector, unit norm
-            (the direction of the leading unstable mode where n_unstable > 0).
+        leading_vector: (S, H) float64 real part of its eigenvector, unit norm (the direction
+            of the leading unstable mode where n_unstable > 0; for a complex pair, the real part
+            is one direction of the pair's rotation plane).
     """
 
     eigvals: np.ndarray
@@ -662,60 +671,70 @@ class JacobianSpectra(NamedTuple):
     leading_vector: np.ndarray
 
 
-def jacobian_spectra(model: NoiseRNN | RNNWeights, masks: np.ndarray, chunk: int = 256) -> JacobianSpectra:
-    """Eigenvalues of J = diag(m) W_rec for a stack of masks, batched (``torch.linalg.eig``).
+class _single_thread:
+    """Run torch single-threaded inside the block.
+
+    Multi-threaded LAPACK ``geev`` on a stack of small matrices was 10-30x *slower* than one
+    thread on the 2-core machines of this book while another process kept the cores busy
+    (OpenMP threads waiting on each other); one thread is also deterministic.
+    """
+
+    def __enter__(self) -> None:
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.threads)
+
+
+def jacobian_spectra(model: NoiseRNN | RNNWeights, masks: np.ndarray, chunk: int = 64) -> JacobianSpectra:
+    """Eigenvalues and leading eigenvectors of J = diag(m) W_rec for a stack of masks.
+
+    Exact reduction used for speed: with the active units a = {i: m_i = 1} first, J is block
+    upper-triangular [[W_aa, W_ai], [0, 0]], so its spectrum is eig(W_aa) plus H - |a| zeros, and
+    an eigenvector of a nonzero eigenvalue is zero on the inactive units and an eigenvector of
+    W_aa on the active ones. States are sorted by their number of active units and decomposed in
+    chunks (one batched ``torch.linalg.eig`` per chunk) on the active blocks, zero-padded to the
+    largest block of the chunk (padding adds exact zero eigenvalues only). The masked H x H
+    matrices themselves are slow for LAPACK (many exact zeros) and (H/|a|)^3 times larger.
 
     Args:
         model: a ReLU RNN (NoiseRNN or RNNWeights).
-        masks: (S, H) bool active-unit masks (:func:`active_masks`); subsample states first,
-            an eigen-decomposition of a 150 x 150 matrix costs ~ms.
-        chunk: matrices decomposed per call.
+        masks: (S, H) bool active-unit masks (:func:`active_masks`); subsample states first
+            (:func:`sample_states`): each decomposition costs a few ms.
+        chunk: matrices per batched call.
     """
     w = _as_weights(model)
     masks = np.asarray(masks, dtype=bool)
-    if masks.ndim != 2 or masks.shape[1] != w.hidden_size:
-        raise ValueError(f"masks must be (S, H={w.hidden_size}), got {masks.shape}")
+    h = w.hidden_size
+    if masks.ndim != 2 or masks.shape[1] != h:
+        raise ValueError(f"masks must be (S, H={h}), got {masks.shape}")
+    chunk = _check_positive_int(chunk, "chunk")
+    n = masks.shape[0]
+    eigvals = np.zeros((n, h), dtype=np.complex128)
+    lead_vec = np.zeros((n, h), dtype=np.float64)
     W = torch.as_tensor(w.W_rec, dtype=torch.float64)
-    m = torch.as_tensor(masks)
-    vals, vecs = [], []
-    for first in range(0, masks.shape[0], chunk):
-        J = m[first : first + chunk, :, None].double() * W[None]
-        lam, v = torch.linalg.eig(J)
-        order = lam.abs().argsort(dim=-1, descending=True)
-        lam = lam.gather(-1, order)
-        lead = v.gather(-1, order[:, None, :1].expand(-1, v.shape[1], 1))[..., 0].real
-        vals.append(lam)
-        vecs.append(lead)
-    if not vals:
-        h = w.hidden_size
-        empty_c = np.zeros((0, h), dtype=np.complex128)
-        return JacobianSpectra(empty_c, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.complex128), np.zeros((0, h)))
-    eigvals = torch.cat(vals).numpy()
-    lead_vec = torch.cat(vecs).numpy()
+    sizes = masks.sum(axis=1)
+    by_size = np.argsort(sizes, kind="stable")
+    with torch.no_grad(), _single_thread():
+        for first in range(0, n, chunk):
+            idx = by_size[first : first + chunk]
+            width = max(1, int(sizes[idx].max()))
+            m = torch.as_tensor(masks[idx])
+            order = torch.argsort((~m).to(torch.int8), dim=1, stable=True)[:, :width]  # active units first
+            act = torch.gather(m, 1, order).to(torch.float64)
+            block = W[order[:, :, None], order[:, None, :]] * act[:, :, None] * act[:, None, :]
+            lam, vec = torch.linalg.eig(block)
+            rank = lam.abs().argsort(dim=-1, descending=True)
+            lam = lam.gather(-1, rank)
+            lead = vec.gather(-1, rank[:, None, :1].expand(-1, width, 1))[..., 0].real * act
+            full = torch.zeros(len(idx), h, dtype=torch.float64).scatter_(1, order, lead)
+            eigvals[idx, :width] = lam.numpy()
+            lead_vec[idx] = full.numpy()
     norms = np.linalg.norm(lead_vec, axis=1, keepdims=True)
     lead_vec = lead_vec / np.where(norms > 0, norms, 1.0)
     n_unstable = (np.abs(eigvals) > 1.0).sum(axis=1).astype(np.int64)
-    return JacobianSpectra(eigvals, n_unstable, eigvals[:, 0], lead_vec)
-
-
-@torch.no_grad()
-def mean_drift(model: StepModel | RNNWeights, states: np.ndarray, generator: torch.Generator,
-               n_samples: int = 64, noise_scale: float = 1.0) -> np.ndarray:
-    """Noise-averaged one-step displacement E_x[step(h, x)] - h (Monte Carlo, ``n_samples`` draws).
-
-    The local direction of the orbit's flow at each state (the noisy step-to-step difference of a
-    single run is dominated by noise inside clusters).
-
-    Args:
-        states: (S, H). Returns (S, H) float64.
-    """
-    model = _as_model(model)
-    n_samples = _check_positive_int(n_samples, "n_samples")
-    device = _param_device(model)
-    h = _as_tensor(states, "states", 2, device)
-    x = torch.randn(h.shape[0] * n_samples, model.input_size, generator=generator, device=device) * noise_scale
-    nxt = model.step(h.repeat_interleave(n_samples, dim=0), x).reshape(h.shape[0], n_samples, -1)
-    return (nxt.double().mean(dim=1) - h.double()).cpu().numpy()
+    return JacobianSpectra(eigvals, n_unstable, eigvals[:, 0].copy(), lead_vec)
 
 
 def alignment(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -724,7 +743,7 @@ def alignment(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
     Args:
         vectors: (S, H).
         reference: (S, H) one reference direction per vector, or (k, H) a fixed k-dim subspace
-            spanned by orthonormal rows (e.g. ``OrbitPlane.components``).
+            spanned by orthonormal rows (e.g. PC1-PC2, ``dynamics.pca(...).components[:2]``).
 
     Returns:
         (S,) values in [0, 1]: |cos| for a line, cosine of the angle to the subspace otherwise.
@@ -744,7 +763,7 @@ def random_alignment_baseline(hidden_size: int, dim: int = 1) -> float:
     """Expected :func:`alignment` of a uniformly random direction in R^H with a fixed dim-subspace.
 
     The squared projection is Beta(dim/2, (H-dim)/2), so the mean of its square root is
-    B((dim+1)/2, (H-dim)/2) / B(dim/2, (H-dim)/2) (e.g. H=150: 0.065 for a line, 0.115 for a plane).
+    B((dim+1)/2, (H-dim)/2) / B(dim/2, (H-dim)/2) (e.g. H=150: 0.065 for a line, 0.103 for a plane).
     """
     if not 1 <= dim < hidden_size:
         raise ValueError(f"need 1 <= dim < hidden_size, got dim={dim}, hidden_size={hidden_size}")
@@ -752,24 +771,110 @@ def random_alignment_baseline(hidden_size: int, dim: int = 1) -> float:
     return float(math.exp(special.betaln(a + 0.5, b) - special.betaln(a, b)))
 
 
-# --------------------------------------------------------------------------- noise sensitivity
+def sample_states(labels: RegionLabels, n: int, generator: torch.Generator,
+                  regions: tuple[str, ...] | str = REGION_NAMES, margin: int = 0) -> np.ndarray:
+    """Up to ``n`` states of each region, drawn uniformly without replacement (seeded); sorted indices.
 
+    The automatic point-selection rule of the chapter: no state is chosen by eye. A region with
+    fewer than ``n`` eligible states contributes all of them (check the count you get).
 
-def select_points(labels: RegionLabels, region: str, n: int, generator: torch.Generator, margin: int = 0) -> np.ndarray:
-    """Draw ``n`` distinct states of ``region`` uniformly (seeded); sorted indices into the run.
-
-    ``margin`` excludes the last ``margin`` states (they need that many future steps of the run).
-    Raises ValueError if the region has fewer than ``n`` eligible states.
+    Args:
+        labels: region labels of a run.
+        n: states per region.
+        generator: torch generator for the draw.
+        regions: region name(s) to draw from.
+        margin: exclude the last ``margin`` states of the run (they need that many future steps).
     """
     n = _check_positive_int(n, "n")
-    mask = labels.mask(region).copy()
-    if margin > 0:
-        mask[-margin:] = False
-    candidates = np.flatnonzero(mask)
-    if candidates.size < n:
-        raise ValueError(f"region {region!r} has {candidates.size} eligible states, fewer than n={n}")
-    pick = torch.randperm(candidates.size, generator=generator)[:n].numpy()
-    return np.sort(candidates[pick])
+    if margin < 0 or int(margin) != margin:
+        raise ValueError(f"margin must be a non-negative integer, got {margin!r}")
+    regions = (regions,) if isinstance(regions, str) else tuple(regions)
+    eligible = np.ones(labels.labels.shape[0], dtype=bool)
+    if margin:
+        eligible[-int(margin):] = False
+    chosen = [np.zeros(0, dtype=np.int64)]
+    for region in regions:
+        candidates = np.flatnonzero(labels.mask(region) & eligible)
+        pick = torch.randperm(candidates.size, generator=generator)[:n].numpy()
+        chosen.append(candidates[pick])
+    return np.sort(np.concatenate(chosen))
+
+
+class LocalLinear(NamedTuple):
+    """Local linear analysis of a subsample of a run's states.
+
+    Fields:
+        indices: (S,) indices of the states in the run.
+        labels: (S,) their region codes.
+        n_unstable: (S,) eigenvalues of J_t = diag(m_t) W_rec outside the unit circle.
+        spectral_radius: (S,) largest |lambda|.
+        cos_tangent: (S,) |cos| between the leading eigenvector (real part) and the local orbit
+            tangent, the noise-averaged drift E[h_{t+1} | h_t] - h_t (``dynamics.averaged_map``);
+            NaN where the state has no unstable eigenvalue.
+        cos_plane: (S,) cosine of the angle between that eigenvector and the PC1-PC2 plane; NaN
+            where there is no unstable eigenvalue.
+        baseline_tangent: expected |cos| of a random direction with a line in R^H.
+        baseline_plane: expected cosine of a random direction with a plane in R^H.
+    """
+
+    indices: np.ndarray
+    labels: np.ndarray
+    n_unstable: np.ndarray
+    spectral_radius: np.ndarray
+    cos_tangent: np.ndarray
+    cos_plane: np.ndarray
+    baseline_tangent: float
+    baseline_plane: float
+
+
+def local_linear_analysis(
+    model: NoiseRNN | RNNWeights,
+    run: RecordedRun,
+    labels: RegionLabels,
+    plane: np.ndarray,
+    per_region: int,
+    generator: torch.Generator,
+) -> LocalLinear:
+    """Unstable eigenvalues per region and the direction of the unstable modes.
+
+    Subsamples up to ``per_region`` states of each region (:func:`sample_states`), builds
+    their masks from the producing pre-activation (:func:`active_masks`), decomposes the local
+    Jacobians (:func:`jacobian_spectra`) and measures the alignment of the leading unstable
+    eigenvector with the orbit tangent and with ``plane``.
+
+    Args:
+        model: a ReLU RNN.
+        run: the recorded run the labels refer to.
+        labels: region labels of the run's states.
+        plane: (2, H) orthonormal rows spanning PC1-PC2 of the run.
+        per_region: states per region (the cost is a few ms per state).
+        generator: torch generator for the subsample.
+    """
+    w = _as_weights(model)
+    if labels.labels.shape[0] != run.hidden.shape[0]:
+        raise ValueError(f"labels ({labels.labels.shape[0]}) and run ({run.hidden.shape[0]}) differ in length")
+    idx = sample_states(labels, per_region, generator)
+    masks = active_masks(w, run.prev_hidden[idx], run.inputs[idx])
+    spec = jacobian_spectra(w, masks)
+    with torch.no_grad():
+        h = torch.as_tensor(run.hidden[idx], dtype=torch.float64)
+        tangent = (averaged_map(w, run.noise_scale)(h) - h).numpy()
+    unstable = spec.n_unstable > 0
+    cos_tangent = np.where(unstable, alignment(spec.leading_vector, tangent), np.nan)
+    cos_plane = np.where(unstable, alignment(spec.leading_vector, plane), np.nan)
+    return LocalLinear(
+        indices=idx,
+        labels=labels.labels[idx],
+        n_unstable=spec.n_unstable,
+        spectral_radius=np.abs(spec.leading),
+        cos_tangent=cos_tangent,
+        cos_plane=cos_plane,
+        baseline_tangent=random_alignment_baseline(w.hidden_size, 1),
+        baseline_plane=random_alignment_baseline(w.hidden_size, 2),
+    )
+
+
+# --------------------------------------------------------------------------- noise sensitivity
 
 
 def mix_noise(x: torch.Tensor, x_new: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -787,18 +892,21 @@ class NoiseSensitivity(NamedTuple):
         points: (P,) indices of the starting states in the run.
         trace_cov: (G, P, S) trace of the covariance of the ``n_runs`` states after 1..S steps.
         distance: (G, P, S) mean Euclidean distance of those states to the unperturbed run.
+        displacement: (P, S) distance the unperturbed run has moved from the point after 1..S
+            steps (the scale against which the spread is small or large).
     """
 
     gammas: np.ndarray
     points: np.ndarray
     trace_cov: np.ndarray
     distance: np.ndarray
+    displacement: np.ndarray
 
 
 @torch.no_grad()
 def noise_sensitivity(
     model: StepModel | RNNWeights,
-    run: DrivenRun,
+    run: RecordedRun,
     points: np.ndarray,
     generator: torch.Generator,
     gammas: tuple[float, ...] = (0.5, 1.0),
@@ -823,22 +931,26 @@ def noise_sensitivity(
     """
     model = _as_model(model)
     n_runs = _check_positive_int(n_runs, "n_runs")
+    if n_runs < 2:
+        raise ValueError(f"n_runs must be >= 2 (a covariance needs two runs), got {n_runs}")
     n_steps = _check_positive_int(n_steps, "n_steps")
     points = np.asarray(points, dtype=np.int64)
     n_total = run.hidden.shape[0]
-    if points.ndim != 1 or points.size == 0 or points.min() < 0 or points.max() + n_steps >= n_total:
-        raise ValueError(f"points must be a non-empty 1-D index array with 0 <= p and p + n_steps < {n_total}")
+    if points.ndim != 1 or (points.size and (points.min() < 0 or points.max() + n_steps >= n_total)):
+        raise ValueError(f"points must be a 1-D index array with 0 <= p and p + n_steps < {n_total}")
     for g in gammas:
         mix_noise(torch.zeros(1), torch.zeros(1), g)  # validates gamma
     device = _param_device(model)
     g_arr = np.asarray(gammas, dtype=np.float64)
     n_g, n_p = g_arr.size, points.size
+    if n_p == 0:  # e.g. a region without states in a short run
+        return NoiseSensitivity(g_arr, points, np.zeros((n_g, 0, n_steps)), np.zeros((n_g, 0, n_steps)), np.zeros((0, n_steps)))
     start = torch.as_tensor(run.hidden[points], device=device)  # (P, H)
     future_idx = points[:, None] + np.arange(1, n_steps + 1)[None, :]  # (P, S)
     x_run = torch.as_tensor(run.inputs[future_idx], device=device)  # (P, S, D)
     ref = torch.as_tensor(run.hidden[future_idx], device=device).double()  # (P, S, H)
-    batch = n_g * n_p * n_runs
-    h = start[None, :, None, :].expand(n_g, n_p, n_runs, -1).reshape(batch, -1)
+    batch, hidden, dim = n_g * n_p * n_runs, run.hidden.shape[1], model.input_size
+    h = start[None, :, None, :].expand(n_g, n_p, n_runs, hidden).reshape(batch, hidden)
     trace = np.empty((n_g, n_p, n_steps))
     dist = np.empty((n_g, n_p, n_steps))
     sq_old = torch.tensor(g_arr, device=device, dtype=torch.float32).sub(1).neg().sqrt()[:, None, None, None]
@@ -846,11 +958,12 @@ def noise_sensitivity(
     for s in range(n_steps):
         x_new = torch.randn(n_g, n_p, n_runs, model.input_size, generator=generator, device=device) * run.noise_scale
         x = sq_old * x_run[None, :, None, s, :] + sq_new * x_new
-        h = model.step(h, x.reshape(batch, -1))
-        hs = h.reshape(n_g, n_p, n_runs, -1).double()
+        h = model.step(h, x.reshape(batch, dim))
+        hs = h.reshape(n_g, n_p, n_runs, hidden).double()
         trace[:, :, s] = hs.var(dim=2, unbiased=True).sum(dim=-1).cpu().numpy()
         dist[:, :, s] = (hs - ref[None, :, None, s, :]).norm(dim=-1).mean(dim=2).cpu().numpy()
-    return NoiseSensitivity(g_arr, points, trace, dist)
+    displacement = (ref - start.double()[:, None, :]).norm(dim=-1).cpu().numpy()
+    return NoiseSensitivity(g_arr, points, trace, dist, displacement)
 
 
 # --------------------------------------------------------------------------- summaries
@@ -876,6 +989,21 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> MeanCI:
         return MeanCI(mean, float("nan"), float("nan"), 1)
     half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return MeanCI(mean, mean - half, mean + half, int(v.size))
+
+
+def difference_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> MeanCI:
+    """mean(a) - mean(b) with a Welch (unequal variances) t interval; ``n`` = len(a) + len(b).
+
+    NaN bounds if either side has fewer than 2 finite values (NaN mean if one is empty).
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size < 2 or b.size < 2:  # no interval without a spread on each side
+        nan = float("nan")
+        return MeanCI(float(a.mean() - b.mean()) if a.size and b.size else nan, nan, nan, int(a.size + b.size))
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+    return MeanCI(float(a.mean() - b.mean()), float(ci.low), float(ci.high), int(a.size + b.size))
 
 
 def region_means(values: np.ndarray, labels: RegionLabels | np.ndarray, level: float = 0.95) -> dict[str, MeanCI]:
