@@ -3,7 +3,6 @@
 #   make test   set up .venv and run the unit tests and nbval on every chapter
 VENV ?= .venv
 PY := $(VENV)/bin/python
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: setup book test chapters bench clean
