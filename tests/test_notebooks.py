@@ -101,6 +101,14 @@ class TestNotebook:
                 assert output.output_type != "error", f"code cell {i}: {output.get('ename')}"
                 assert not (output.output_type == "stream" and output.name == "stderr"), f"code cell {i} wrote to stderr: {output.text[:200]}"
 
+    def test_chapters_show_figures(self, path):
+        # a chapter executed with a non-inline matplotlib backend (e.g. MPLBACKEND=Agg) has no
+        # figures at all; every chapter but the report page draws some
+        if path.stem == "reproduction_report":
+            return
+        images = sum("image/png" in output.get("data", {}) for cell in code_cells(read(path)) for output in cell.outputs)
+        assert images >= 1, "no figure in the executed notebook"
+
     def test_title_overview_summary(self, path):
         nb = read(path)
         first = nb.cells[0]
