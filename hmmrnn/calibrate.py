@@ -32,11 +32,12 @@ import torch
 
 from .hmm import one_hot
 from .model import NoiseRNN, RNNWeights
+from .train import make_dataset, pair_statistics as pair_distribution
 
 if TYPE_CHECKING:
     from .checkpoints import Checkpoint
 
-__all__ = ["CalibrationResult", "pair_distribution", "calibrate_readout", "calibrate_checkpoint"]
+__all__ = ["CalibrationResult", "calibrate_readout", "calibrate_checkpoint"]
 
 
 class CalibrationResult(NamedTuple):
@@ -57,12 +58,6 @@ class CalibrationResult(NamedTuple):
     model_pairs_before: np.ndarray
     model_pairs_after: np.ndarray
     readout_change: float
-
-
-def pair_distribution(probs: torch.Tensor) -> torch.Tensor:
-    """(B, L, K) per-step output probabilities (or one-hot outputs) -> (K, K) mean joint of consecutive steps."""
-    first, second = probs[:, :-1], probs[:, 1:]
-    return torch.einsum("blk,blm->km", first, second) / (first.shape[0] * first.shape[1])
 
 
 def _kl(p: torch.Tensor, q: torch.Tensor, floor: float = 1e-8) -> torch.Tensor:
@@ -149,7 +144,6 @@ def calibrate_checkpoint(source: "str | Path", out: "str | Path", seed: int = 0,
     the settings and the before/after statistics.
     """
     from . import checkpoints as ckpt
-    from .train import make_dataset
 
     checkpoint = ckpt.load(source)
     training = checkpoint.training

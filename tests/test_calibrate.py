@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hmmrnn import checkpoints as ckpt
-from hmmrnn.calibrate import calibrate_checkpoint, calibrate_readout, pair_distribution
+from hmmrnn.calibrate import calibrate_checkpoint, calibrate_readout
+from hmmrnn.train import pair_statistics as pair_distribution
 from hmmrnn.hmm import get_hmm, one_hot, output_pair_probabilities, sample
 from hmmrnn.model import NoiseRNN
 from hmmrnn.train import TrainConfig, train
