@@ -1,9 +1,10 @@
-"""Command line: ``python -m hmmrnn {train,evaluate,calibrate,list} ...``.
+"""Command line: ``python -m hmmrnn {train,evaluate,calibrate,kick-neurons,list} ...``.
 
 Examples::
 
     python -m hmmrnn train --hmm linear2 --hidden 150 --input 100 --epochs 500 --seed 0 --out runs/linear2
     python -m hmmrnn evaluate linear2 [--json]
+    python -m hmmrnn kick-neurons linear2 [--json] [--transitions 0:2,2:0]
     python -m hmmrnn list
 """
 
@@ -59,6 +60,28 @@ _nonneg_int = _number(int, 0, False, "a non-negative integer")
 _positive_float = _number(float, 0.0, True, "a positive number")
 
 
+def _transitions(text: str) -> list[tuple[int, int]]:
+    """An argparse type: ``"0:2,2:0"`` -> [(0, 2), (2, 0)]."""
+    pairs = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise argparse.ArgumentTypeError(f"expected SOURCE:TARGET pairs of output indices separated by commas (e.g. 0:2,2:0), got {text!r}")
+        pairs.append((int(parts[0]), int(parts[1])))
+    return pairs
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .hmm import TARGET_NAMES
 
@@ -97,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="emission-fit table of a checkpoint vs its HMM vs the paper")
     ev.add_argument("checkpoint", help="shipped name (e.g. linear2) or checkpoint folder")
     ev.add_argument("--n", type=_positive_int, default=5000, help="sequences to sample (default 5000)")
-    ev.add_argument("--length", type=_positive_int, default=None, help="sequence length (default 100, as the paper's fit figure)")
+    ev.add_argument("--length", type=_positive_int, default=None, help="sequence length (default as the paper's fit figure: 100 for the linear chains, the training length for fully3 and cyclic4)")
     ev.add_argument("--seed", type=_nonneg_int, default=0)
     ev.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -108,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--n-runs", type=_positive_int, default=2048)
     ca.add_argument("--penalty", type=_positive_float, default=0.1, help="weight of ||W_out - W_out0||^2 (default 0.1)")
     ca.add_argument("--max-iter", type=_positive_int, default=300)
+
+    kn = sub.add_parser("kick-neurons", help="find the kick neurons of a checkpoint (kick signature + batched silencing)")
+    kn.add_argument("checkpoint", help="shipped name (e.g. linear2) or checkpoint folder")
+    kn.add_argument("--transitions", type=_transitions, default=None,
+                    help="SOURCE:TARGET output pairs, one group each, e.g. 0:2,2:0 (default: both directions "
+                         "between the two tracked outputs of a network that shows two)")
+    kn.add_argument("--seed", type=_nonneg_int, default=0)
+    kn.add_argument("--n-states", type=_positive_int, default=5000, help="states of the recorded run (default 5000)")
+    kn.add_argument("--n-traj", type=_positive_int, default=32, help="trajectories per silencing condition (default 32)")
+    kn.add_argument("--n-steps", type=_positive_int, default=1000, help="steps per trajectory (default 1000; the first 100 settle)")
+    kn.add_argument("--max-size", type=_positive_int, default=12, help="largest group size tried (default 12)")
+    kn.add_argument("--target", type=_fraction, default=0.95, help="required hazard reduction, with 95%% confidence (default 0.95)")
+    kn.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("list", help="list the shipped checkpoints and the HMM targets")
     return parser
@@ -185,6 +221,54 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kick_neurons(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoints import CheckpointError, load
+    from .circuits import find_kick_neurons, tracked_outputs
+    from .dynamics import driven_run
+
+    torch.set_num_threads(1)
+    try:
+        checkpoint = load(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    weights = checkpoint.weights
+    transitions = args.transitions
+    if transitions is None:
+        probe = driven_run(weights, 2000, torch.Generator().manual_seed(args.seed), burn_in=200)
+        outputs = tracked_outputs(probe.dominant, weights.output_size)
+        if len(outputs) != 2:
+            print(f"error: the network shows {len(outputs)} outputs >= 5% of the time {outputs}; "
+                  "name the transitions with --transitions", file=sys.stderr)
+            return 2
+        transitions = [outputs, outputs[::-1]]
+    if args.n_steps <= 101:
+        print("error: --n-steps must exceed the 100 settling steps", file=sys.stderr)
+        return 2
+    try:
+        search = find_kick_neurons(weights, transitions, torch.Generator().manual_seed(args.seed), n_states=args.n_states,
+                                   n_traj=args.n_traj, n_steps=args.n_steps, max_size=args.max_size, target=args.target)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = {"checkpoint": args.checkpoint, "seed": args.seed, **search.to_dict()}
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"kick neurons of {args.checkpoint} (seed {args.seed}; tracked outputs {search.outputs})")
+    for (a, b), group, sig in zip(search.transitions, search.groups, search.signatures):
+        shown = ", ".join(f"{i} ({sig.score[i]:.2f})" for i in group)
+        print(f"  {a} -> {b}: {shown}")
+    verdict = "reached" if search.search.reached else "NOT reached"
+    print(f"group size {search.search.size}: silencing all groups cuts the hazard by {report['reduction']:.1%} "
+          f"(95% lower bound {report['reduction_low']:.1%}; target {args.target:.0%}: {verdict})")
+    print("prefix reductions k = 1..: " + " ".join(f"{v:.2f}" for v in search.search.reduction))
+    print(f"criterion: {search.criterion}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from .checkpoints import load, shipped_names
     from .hmm import TARGET_NAMES, get_hmm
@@ -214,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_evaluate(args)
     if args.command == "calibrate":
         return _cmd_calibrate(args)
+    if args.command == "kick-neurons":
+        return _cmd_kick_neurons(args)
     return _cmd_list(args)
 
 

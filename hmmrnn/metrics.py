@@ -15,7 +15,8 @@ The statistics of the paper's fit figure:
 * the Sinkhorn-matched Euclidean distance (:func:`matched_euclidean_distance`).
 
 The fit bar of this book (:func:`fit_checks`; the issue's definition), on ``n = 5000`` sampled
-sequences of length 100:
+sequences of length 100 for the linear chains and of the training length (30, 40) for the
+fully connected and cyclic targets, as the paper (:func:`default_eval_length`):
 
 * every entry of the squared transition-matrix error (RNN empirical vs HMM exact) is
   ``<= 0.02`` (:data:`hmmrnn.paper.TRANSITION_ERROR_MAX`, the paper's worst cell), and
@@ -46,6 +47,7 @@ from .sinkhorn import epsilon_schedule, onehot_diameter, sinkhorn_divergence
 __all__ = [
     "FREQUENT_OUTPUT_THRESHOLD",
     "DEFAULT_EVAL_LENGTH",
+    "default_eval_length",
     "CHECK_DESCRIPTIONS",
     "running_median",
     "secondary_drop_epoch",
@@ -78,6 +80,15 @@ FREQUENT_OUTPUT_THRESHOLD = 0.05
 
 DEFAULT_EVAL_LENGTH = 100
 """Sequence length of the paper's fit figure (linear grid)."""
+
+
+def default_eval_length(hmm: HMM) -> int:
+    """The paper's evaluation length (PAPER.md §4): 100 for the linear chains (its grid of
+    fits), the training sequence length for the fully connected and cyclic targets."""
+    if hmm.name.startswith("linear") or hmm.seq_len is None:
+        return DEFAULT_EVAL_LENGTH
+    return int(hmm.seq_len)
+
 
 CHECK_DESCRIPTIONS: dict[str, str] = {
     "transition_error": (
@@ -763,7 +774,8 @@ def evaluate(checkpoint: Any, n: int = 5000, length: int | None = None, seed: in
     Args:
         checkpoint: a :class:`~hmmrnn.checkpoints.Checkpoint`, or a shipped name / folder path.
         n: sequences per sample (the paper: 5000).
-        length: steps per sequence; None -> :data:`DEFAULT_EVAL_LENGTH` (100).
+        length: steps per sequence; None -> :func:`default_eval_length` (100 for the linear
+            chains, the training length for fully3 and cyclic4, as the paper).
         seed: seed of all the samples.
         device: torch device of the rollout.
         matched: also compute the matched distance and its baseline (the slowest part).
@@ -776,7 +788,7 @@ def evaluate(checkpoint: Any, n: int = 5000, length: int | None = None, seed: in
         checkpoint = load(checkpoint)
     if int(n) != n or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    length = DEFAULT_EVAL_LENGTH if length is None else int(length)
+    length = default_eval_length(checkpoint.hmm) if length is None else int(length)
     if length < 2:
         raise ValueError(f"length must be at least 2 (transitions need pairs), got {length}")
     start = time.perf_counter()

@@ -69,6 +69,17 @@ KICK_PREACTIVATION_RANGE = (-6.0, 8.0)
 NOISE_POPULATION_SIZE = 70
 COMPLEX_PAIRS_NOMINAL = (6, 9)
 COMPLEX_PAIRS_ABLATED = (1.5, 5)
+KICK_WITHIN_EXCITATION = True  # excitation within a triplet
+KICK_BETWEEN_INHIBITION = True  # inhibition between the triplets
+KICK_ABLATION_TRAPS = True  # kick neurons mu = 0: trajectories stay trapped in their cluster
+KICK_AMPLIFICATION_OVERSHOOTS = True  # kick neurons mu = 2: trajectories overshoot past the target cluster
+NOISE_INPUT_ABLATION_TRAPS = True  # noise-accumulation population's input mu = 0: trapped as well
+CONTROL_POPULATION_UNCHANGED = True  # a control population of the same kind: switching unchanged
+MODULATION_RANGE = (0.0, 2.0)  # the modulation factor mu swept; mu = 1 is the nominal network
+
+# §9: stochastic resonance (the paper names the mechanism; it draws no resonance curve)
+SISR_CLAIMED = True  # "a form of self-induced stochastic resonance": noise alone, quasi-periodic switching
+QUASI_PERIODIC_CLAIMED = True  # "noise alone drives quasi-periodic switching" (slow accumulation, fast kick)
 
 # §9: compositionality
 SUBSPACE_PC1_RANGE = (64.0, 86.0)

@@ -851,3 +851,145 @@ def plot_band_curves(
 
 
 __all__ += ["region_color", "plot_region_scatter", "plot_residency_histogram", "plot_region_histograms", "plot_band_curves"]
+
+
+# =========================================================================== kick neurons
+# Companion plots of hmmrnn.circuits and the chapter "Kick neurons" (book/kick_neurons.ipynb).
+
+
+def plot_neuron_ranking(
+    ax: plt.Axes,
+    scores: np.ndarray,
+    *,
+    highlight: Mapping[str, Sequence[int]] | None = None,
+    colors: Mapping[str, str] | None = None,
+    xlabel: str = "neurons, ranked",
+    ylabel: str = "score",
+    label: str | None = None,
+    color: str = "#999999",
+) -> plt.Axes:
+    """Scores of all neurons sorted in decreasing order, chosen neurons coloured at their rank.
+
+    Args:
+        ax: axes to draw on.
+        scores: (H,) one score per neuron.
+        highlight: label -> neuron indices drawn in that label's colour (e.g. the kick groups).
+        colors: label -> colour (default the style's cycle).
+        xlabel, ylabel: axis texts.
+        label: legend label of the other neurons.
+        color: colour of the other neurons.
+
+    Returns:
+        ax
+    """
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {scores.shape}")
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    ax.plot(np.arange(order.size), scores[order], ".", color=color, ms=4, label=label)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, idx) in enumerate((highlight or {}).items()):
+        idx = np.asarray(idx, dtype=int)
+        c = (colors or {}).get(name) or cycle[i % len(cycle)]
+        ax.plot(rank[idx], scores[idx], "o", color=c, ms=6, mec="black", mew=0.5, label=name, ls="none")
+    ax.axhline(0, color="#333333", lw=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if highlight or label:
+        ax.legend()
+    return ax
+
+
+def plot_profiles(
+    ax: plt.Axes,
+    categories: Sequence[str],
+    mean: np.ndarray,
+    *,
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+    colors: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    ylabel: str = "pre-activation",
+    threshold: float | None = 0.0,
+) -> plt.Axes:
+    """One line per unit across categories (e.g. regions), with an optional band per unit.
+
+    Args:
+        ax: axes to draw on.
+        categories: (C,) category names (x axis).
+        mean: (n, C) one profile per unit.
+        low, high: (n, C) band limits (e.g. 10th and 90th percentiles), drawn as error bars.
+        colors: (n,) colours (default the style's cycle).
+        labels: (n,) legend labels.
+        ylabel: axis text.
+        threshold: a horizontal line (the ReLU threshold 0), None for none.
+
+    Returns:
+        ax
+    """
+    mean = np.atleast_2d(np.asarray(mean, dtype=float))
+    n, c = mean.shape
+    if c != len(categories):
+        raise ValueError(f"mean has {c} columns for {len(categories)} categories")
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    x = np.arange(c)
+    jitter = (np.arange(n) - (n - 1) / 2) * min(0.06, 0.5 / max(n, 1))
+    for i in range(n):
+        col = colors[i] if colors is not None else cycle[i % len(cycle)]
+        kw = dict(color=col, marker="o", ms=3, lw=1.0, label=labels[i] if labels is not None else None)
+        if low is not None and high is not None:
+            err = np.stack([mean[i] - np.asarray(low)[i], np.asarray(high)[i] - mean[i]])
+            ax.errorbar(x + jitter[i], mean[i], yerr=err, capsize=0, elinewidth=0.6, **kw)
+        else:
+            ax.plot(x + jitter[i], mean[i], **kw)
+    if threshold is not None:
+        ax.axhline(threshold, color="#333333", lw=0.6, ls=":")
+    ax.set_xticks(x, list(categories))
+    ax.set_ylabel(ylabel)
+    if labels is not None:
+        ax.legend(ncol=2, fontsize=8)
+    return ax
+
+
+def plot_null_distribution(
+    ax: plt.Axes,
+    null: np.ndarray,
+    observed: float,
+    *,
+    bins: int = 40,
+    xlabel: str | None = None,
+    observed_label: str = "observed",
+    null_label: str = "random sets",
+    color: str = OKABE_ITO["vermillion"],
+) -> plt.Axes:
+    """Histogram of a null distribution with the observed value as a vertical line.
+
+    Args:
+        ax: axes to draw on.
+        null: (n,) statistic of random draws.
+        observed: the statistic of the real set.
+        bins: number of bins (the range always includes ``observed``).
+        xlabel: axis text.
+        observed_label, null_label: legend labels.
+        color: colour of the observed line.
+
+    Returns:
+        ax
+    """
+    null = np.asarray(null, dtype=float)
+    null = null[np.isfinite(null)]
+    lo, hi = min(null.min(initial=observed), observed), max(null.max(initial=observed), observed)
+    pad = 0.05 * (hi - lo if hi > lo else 1.0)
+    ax.hist(null, bins=np.linspace(lo - pad, hi + pad, bins + 1), color="#999999", alpha=0.8, label=f"{null_label} (n = {null.size})")
+    ax.axvline(observed, color=color, lw=2, label=observed_label)
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.3)  # room for the legend above the bars
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.legend(loc="upper left")
+    return ax
+
+
+__all__ += ["plot_neuron_ranking", "plot_profiles", "plot_null_distribution"]

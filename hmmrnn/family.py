@@ -1,0 +1,184 @@
+"""The six trained networks side by side: emission fit and orbit geometry (PAPER.md §2-5).
+
+One row per shipped target network: its emission fit against the exact HMM statistics (the
+fit bar of :func:`hmmrnn.metrics.fit_checks`), the matched Euclidean distance beside its
+HMM-vs-HMM baseline, and the geometry of its noise-driven orbit: the variance explained by
+the first principal components and the alignment of the frequent outputs' readout vectors
+with the PC1-PC2 plane (the same definitions as the global-dynamics chapter).
+
+Sample sizes are parameters: the fit bar is judged on ``n`` sequences (the paper: 5,000 of
+length 100); the matched distance, whose cost grows as ``n_matched ** 2``, on the first
+``n_matched`` of them, beside a baseline computed from two HMM samples of the same size
+(the baseline shrinks as the samples grow, so only same-size numbers are compared).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from . import dynamics as dyn
+from . import paper
+from .checkpoints import Checkpoint, load
+from .hmm import output_marginals, sample
+from .model import RNNWeights
+from .metrics import (
+    FREQUENT_OUTPUT_THRESHOLD,
+    FitReport,
+    fit_report,
+    matched_euclidean_distances,
+    sample_rnn_outputs,
+)
+
+
+def frequent_outputs(checkpoint: Checkpoint) -> tuple[int, ...]:
+    """Outputs whose exact HMM marginal is at least 0.05 (linear chains: (0, 2); fully3: all)."""
+    marginals = output_marginals(checkpoint.hmm)
+    return tuple(int(k) for k in np.flatnonzero(marginals >= FREQUENT_OUTPUT_THRESHOLD))
+
+
+@dataclass
+class OrbitGeometry:
+    """Principal components of a network's noise-driven orbit.
+
+    Fields:
+        name: checkpoint name.
+        explained: (n_components,) fraction of variance of each PC.
+        alignment: (len(outputs),) norm of each unit readout vector's projection on PC1-PC2.
+        outputs: the outputs whose readouts are measured (the frequent ones).
+        n_states: number of states in the PCA.
+    """
+
+    name: str
+    explained: np.ndarray
+    alignment: np.ndarray
+    outputs: tuple[int, ...]
+    n_states: int
+
+
+def orbit_geometry(checkpoint: Checkpoint | str, generator: torch.Generator, *, n_traj: int = 4,
+                   n_steps: int = 5000, burn_in: int = 500, n_components: int = 3) -> OrbitGeometry:
+    """PCA of ``n_traj * n_steps`` driven states and the readout alignment with PC1-PC2.
+
+    Same definitions as the global-dynamics chapter (:func:`hmmrnn.dynamics.driven_run`,
+    :func:`hmmrnn.dynamics.pca`, :func:`hmmrnn.dynamics.readout_alignment`).
+    """
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint)
+    run = dyn.driven_run(ck.weights, n_steps, generator, n_traj=n_traj, burn_in=burn_in)
+    pcs = dyn.pca(run.states.astype(np.float64), n_components)
+    outputs = frequent_outputs(ck)
+    alignment = dyn.readout_alignment(ck.weights.W_out, pcs.components[:2], outputs)
+    return OrbitGeometry(ck.name, pcs.explained, alignment, outputs, int(run.states.shape[0]))
+
+
+def family_fit(checkpoint: Checkpoint | str, *, n: int = 5000, length: int = 100, n_matched: int = 1000,
+               seed: int = 0) -> FitReport:
+    """Emission fit of one network (:func:`hmmrnn.metrics.fit_report`) with a sub-sampled matched distance.
+
+    Draws ``n`` RNN sequences (torch generator seeded ``seed``) and 2 ``n`` HMM sequences
+    (``numpy.random.default_rng(seed)``), all of ``length`` steps, exactly as
+    :func:`hmmrnn.metrics.evaluate` does, so with ``n_matched = n`` the numbers are those of
+    ``python -m hmmrnn evaluate``. The matched distances (RNN vs HMM, and the HMM-vs-HMM
+    baseline) use the first ``n_matched`` sequences of each sample; 0 skips them (NaN).
+    """
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint)
+    if not 0 <= n_matched <= n:
+        raise ValueError(f"n_matched must be in 0..n ({n}), got {n_matched}")
+    generator = torch.Generator().manual_seed(int(seed))
+    rnn_outputs = sample_rnn_outputs(ck.model("cpu"), int(n), int(length), generator)
+    rng = np.random.default_rng(seed)
+    _, hmm_outputs = sample(ck.hmm, int(n), int(length), rng)
+    _, baseline_outputs = sample(ck.hmm, int(n), int(length), rng)
+    report = fit_report(ck.hmm, rnn_outputs, hmm_outputs, None, name=ck.name, seed=int(seed))
+    if n_matched:
+        k = ck.hmm.n_outputs
+        m = int(n_matched)
+        ours = matched_euclidean_distances(rnn_outputs[:m], hmm_outputs[:m], k)
+        base = matched_euclidean_distances(baseline_outputs[:m], hmm_outputs[:m], k)
+        report.matched_distance, report.matched_distance_argmax = ours.plan, ours.argmax
+        report.matched_distance_baseline, report.matched_distance_baseline_argmax = base.plan, base.argmax
+    return report
+
+
+def training_summary(checkpoint: Checkpoint | str) -> dict[str, Any]:
+    """``{"epochs", "best_val_loss", "best_epoch", "calibrated"}`` of a checkpoint's training run.
+
+    A readout-calibrated checkpoint keeps the results of the run it was calibrated from.
+    """
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint)
+    r = ck.results
+    return {"epochs": r.get("final_epoch"), "best_val_loss": r.get("best_val_loss"),
+            "best_epoch": r.get("best_epoch"), "calibrated": bool(r.get("calibrated", False))}
+
+
+def family_rows(reports: Sequence[FitReport], geometries: Sequence[OrbitGeometry],
+                trainings: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per network, ours beside the paper's numbers (for a table).
+
+    Keys: name, epochs, best_val (paper range), max_sq_error, marginals (exact), lability
+    (exact, paper), rare (exact), matched / baseline (argmax reading), pc (paper), alignment
+    (paper), passes.
+    """
+    if not len(reports) == len(geometries) == len(trainings):
+        raise ValueError("give one report, geometry and training summary per network")
+    rows = []
+    for rep, geo, tr in zip(reports, geometries, trainings):
+        name = rep.name
+        base = name.removesuffix("-paper")
+        rows.append({
+            "name": name,
+            "epochs": tr["epochs"],
+            "best_val": tr["best_val_loss"],
+            "paper_best_val": paper.BEST_VAL_LOSS.get(base),
+            "max_sq_error": float(rep.transition_error.max()),
+            "marginals": tuple(float(v) for v in rep.rnn.marginals),
+            "exact_marginals": tuple(float(v) for v in rep.hmm_exact.marginals),
+            "lability": float(rep.rnn.lability),
+            "exact_lability": float(rep.hmm_exact.lability),
+            "rare": float(rep.rnn.rare_frequency),
+            "exact_rare": float(rep.hmm_exact.rare_frequency),
+            "matched": float(rep.matched_distance_argmax),
+            "baseline": float(rep.matched_distance_baseline_argmax),
+            "pc": tuple(100 * float(v) for v in geo.explained),
+            "paper_pc": paper.PCA_VARIANCE.get(base),
+            "alignment": tuple(float(v) for v in geo.alignment),
+            "paper_alignment": paper.READOUT_ALIGNMENT.get(base),
+            "passes": bool(all(rep.checks.values())),
+        })
+    return rows
+
+
+class NormGrowth(NamedTuple):
+    """How the size of the hidden state evolves in driven runs from h_0 = 0.
+
+    A trained network is meant to be stationary: its state stays on a bounded orbit. A network
+    trained on short sequences can be stable only over the training length.
+
+    Fields:
+        median: (T,) median ||h_t|| over trajectories at each step t = 1..T.
+        upper: (T,) 95th percentile of ||h_t||.
+        exploded: (T,) fraction of trajectories with ||h_t|| above ``bound`` (or not finite).
+        bound: 100 x the median norm over the first ``reference`` steps.
+    """
+
+    median: np.ndarray
+    upper: np.ndarray
+    exploded: np.ndarray
+    bound: float
+
+
+def norm_growth(weights: RNNWeights, generator: torch.Generator, *, n_traj: int = 200, n_steps: int = 500,
+                reference: int = 30) -> NormGrowth:
+    """Norms of ``n_traj`` driven trajectories of ``n_steps`` steps from 0 (float64 statistics)."""
+    if not 1 <= reference <= n_steps:
+        raise ValueError(f"need 1 <= reference <= n_steps, got {reference} and {n_steps}")
+    run = dyn.driven_run(weights, n_steps, generator, n_traj=n_traj, burn_in=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(run.hidden.astype(np.float64), axis=-1)  # (B, T)
+        norms = np.where(np.isfinite(norms), norms, np.inf)
+        bound = 100.0 * float(np.median(norms[:, :reference]))
+        upper = np.percentile(norms, 95, axis=0, method="lower")
+    return NormGrowth(np.median(norms, axis=0), upper, np.mean(norms > bound, axis=0), bound)
