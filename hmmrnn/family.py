@@ -182,3 +182,22 @@ def norm_growth(weights: RNNWeights, generator: torch.Generator, *, n_traj: int 
         bound = 100.0 * float(np.median(norms[:, :reference]))
         upper = np.percentile(norms, 95, axis=0, method="lower")
     return NormGrowth(np.median(norms, axis=0), upper, np.mean(norms > bound, axis=0), bound)
+
+
+def bounded_trajectories(hidden: np.ndarray, factor: float = 100.0, reference: int = 10) -> np.ndarray:
+    """(B,) True for the trajectories whose state norm stays finite and below ``factor`` times
+    the median norm over all trajectories' first ``reference`` steps.
+
+    For a network that is not stationary (:func:`norm_growth`): its trained regime is the
+    part of each run that has not run away.
+
+    Args:
+        hidden: (B, T, H) states of B trajectories.
+    """
+    h = np.asarray(hidden, dtype=np.float64)
+    if h.ndim != 3 or not 1 <= reference <= h.shape[1]:
+        raise ValueError(f"hidden must be (B, T, H) with T >= reference ({reference}), got {h.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(h, axis=-1)
+        bound = factor * float(np.median(np.where(np.isfinite(norms[:, :reference]), norms[:, :reference], np.inf)))
+        return np.all(np.isfinite(norms) & (norms < bound), axis=1)

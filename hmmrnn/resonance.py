@@ -54,6 +54,15 @@ Measures (each a small function on arrays, tested on analytic cases):
 * :func:`optimum`: where a measure is smallest along an axis and whether that is a
   significant interior optimum (the resonance criterion).
 
+Any number of frequent outputs: the *orbit plane* is the PC1-PC2 plane of a driven run
+(:func:`orbit_pca`; for three or more frequent outputs, one cluster each, the plane holding
+most of the clusters and the paths between them), and a *dwell* is a maximal run of the same
+dominant output among the *tracked* outputs, the HMM's :func:`frequent_outputs` (a step on
+which an untracked, rare output is dominant keeps the last tracked one: :func:`track_outputs`).
+:func:`plane_gain_sweep` makes the central measurement for one network (orbit plane, in-plane
+gain sweep, measures, optimum) and reports a network whose activity explodes under its own
+noise as ``"diverged"`` (:class:`DivergedError`, the rule of :func:`simulate`) instead of failing.
+
 Controls and comparisons: :func:`shuffled_columns`, :func:`shuffled_entries` and
 :func:`linearised` (modified copies of the weights), :func:`bifurcation_snapshots` (training
 snapshots on either side of the bifurcation).
@@ -66,6 +75,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import zlib
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -118,6 +128,7 @@ __all__ = [
     "PlaneSweep",
     "plane_sweep",
     "plane_gain_sweep",
+    "named_generator",
     "SnapshotChoice",
     "bifurcation_snapshots",
     "variant_model",
@@ -1065,14 +1076,14 @@ class PlaneSweep(NamedTuple):
         status: ``"ok"``, or ``"diverged"`` when the network's activity explodes under its own
             trained noise (no orbit plane, or the run at gain 1 or at every gain exploded: no
             switching to measure; ``best`` is None and the measures, if any, NaN).
-        plane: (dims, H) the orbit plane (None if diverged).
+        plane: (dims, H) the orbit plane (None if the driven run diverged before it was found).
         plane_variance: fraction of the driven states' variance in the plane (NaN if unknown).
         input_share: fraction of the input-noise variance ``|W_in|^2`` falling in the plane.
         measures: :class:`SweepMeasures` along the gains (None if diverged).
         best: :func:`optimum` of the CV ratio along the gains (None if diverged).
         tracked: the tracked outputs of the dwell measures.
-        relabelled: fraction of the dominant outputs, over all gains, that were not tracked
-            outputs (relabelled by :func:`track_outputs`).
+        relabelled: fraction of the steps, over the gains that did not diverge, whose dominant
+            output was not a tracked one (relabelled by :func:`track_outputs`).
         diverged_gains: the gains whose runs exploded (their measures are NaN).
     """
 
@@ -1102,13 +1113,23 @@ def plane_sweep(
     q = np.asarray(plane, dtype=np.float64)
     share = float(np.sum((q @ w_in) ** 2) / np.sum(w_in**2))
     trk = np.asarray(tracked, dtype=np.int64)
-    occ = measures.occupancy
-    relabelled = float(np.nansum(np.delete(occ, trk, axis=2), axis=2).mean()) if np.isfinite(occ).any() else math.nan
+    untracked = np.delete(measures.occupancy, trk, axis=2).sum(axis=2)  # (V, S), NaN where diverged
+    relabelled = float(np.nanmean(untracked)) if np.isfinite(untracked).any() else math.nan
     at_one = np.isclose(measures.values, 1.0)
     diverged = bool(measures.diverged.all() or measures.diverged[at_one].any())
     best = None if diverged else optimum(measures.values, measures.cv_ratio)
     return PlaneSweep("diverged" if diverged else "ok", q, float(plane_variance), share, measures, best, trk, relabelled,
                       np.asarray(measures.values)[measures.diverged])
+
+
+def named_generator(seed: int, name: str) -> torch.Generator:
+    """A torch generator for the network ``name``, from the chapter's ``seed``: the same for
+    the same pair, whatever other networks are swept and in whatever order (the seed
+    sequence of ``[seed, crc32(name)]``)."""
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    state = np.random.SeedSequence([int(seed), zlib.crc32(str(name).encode())]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def plane_gain_sweep(

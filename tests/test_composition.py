@@ -138,3 +138,20 @@ def test_orbit_geometry_matches_the_global_dynamics_definitions():
     assert geo.outputs == (0, 2) and geo.n_states == 600
     summary = family.training_summary("linear2")
     assert summary["best_epoch"] == ck.results["best_epoch"] and summary["calibrated"]
+
+
+def test_bounded_trajectories_and_norm_growth_flag_runaways():
+    h = np.ones((3, 20, 4))
+    h[1, 15:] = 1e6  # runs away late
+    h[2, 5] = np.inf
+    assert family.bounded_trajectories(h, factor=100, reference=10).tolist() == [True, False, False]
+    # a contracting linear network stays bounded; an expanding one explodes
+    from hmmrnn.model import RNNWeights
+    rng = np.random.default_rng(0)
+    w_in = rng.normal(size=(6, 3)).astype(np.float32)
+    w_out = rng.normal(size=(3, 6)).astype(np.float32)
+    calm = RNNWeights(w_in, 0.5 * np.eye(6, dtype=np.float32), w_out)
+    wild = RNNWeights(w_in, 1.5 * np.eye(6, dtype=np.float32), w_out)
+    g = torch.Generator().manual_seed(0)
+    assert family.norm_growth(calm, g, n_traj=20, n_steps=100).exploded[-1] == 0
+    assert family.norm_growth(wild, g, n_traj=20, n_steps=100).exploded[-1] == 1

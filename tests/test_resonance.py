@@ -523,3 +523,23 @@ def test_plane_gain_sweep_reports_divergence_instead_of_raising():
     assert wrapped.status == "diverged" and wrapped.best is None and wrapped.diverged_gains.tolist() == [1.0]
     with pytest.raises(ValueError, match="subspace_gain"):
         rs.plane_sweep(w, np.eye(12)[:2], rs.measure(run._replace(axis="input_scale"), None), [0, 1, 2])
+
+
+def test_plane_sweep_counts_the_relabelled_share_over_measured_gains_only():
+    w = tiny_weights(10)
+    dom = np.zeros((3, 1, 2, 40), dtype=np.int8)
+    dom[:, :, :, ::4] = 1  # output 1 dominant at a quarter of the steps
+    dom[:, :, :, 1::4] = 2
+    run = rs.SweepRun(dom, dom.copy(), np.array([False, False, True]), np.array([0.5, 1.0, 2.0]), "subspace_gain", 3)
+    wrapped = rs.plane_sweep(w, np.eye(12)[:2], rs.measure(run, None, outputs=[0, 2]), [0, 2])
+    assert wrapped.status == "ok" and wrapped.relabelled == pytest.approx(0.25)
+    assert wrapped.diverged_gains.tolist() == [2.0] and wrapped.best is not None
+
+
+def test_named_generator_depends_on_seed_and_name_only():
+    a = torch.rand(4, generator=rs.named_generator(3, "cyclic4"))
+    assert torch.equal(a, torch.rand(4, generator=rs.named_generator(3, "cyclic4")))
+    assert not torch.equal(a, torch.rand(4, generator=rs.named_generator(3, "fully3")))
+    assert not torch.equal(a, torch.rand(4, generator=rs.named_generator(4, "cyclic4")))
+    with pytest.raises(ValueError, match="seed"):
+        rs.named_generator(-1, "cyclic4")
