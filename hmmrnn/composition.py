@@ -40,6 +40,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .dynamics import PCA, Rotation, pca, rotation
+from .metrics import output_transition_counts
 
 
 def _as_dominant(dominant: np.ndarray) -> np.ndarray:
@@ -65,13 +66,8 @@ def switch_counts(dominant: np.ndarray, n_outputs: int) -> np.ndarray:
         dominant: (B, T) dominant output per step.
         n_outputs: K.
     """
-    d = _as_dominant(dominant)
-    if d.size and d.max() >= n_outputs:
-        raise ValueError(f"dominant has output {int(d.max())} but n_outputs is {n_outputs}")
-    src, dst = d[:, :-1].ravel(), d[:, 1:].ravel()
-    changed = src != dst
-    counts = np.zeros((n_outputs, n_outputs), dtype=np.int64)
-    np.add.at(counts, (src[changed], dst[changed]), 1)
+    counts = output_transition_counts(_as_dominant(dominant), n_outputs)
+    np.fill_diagonal(counts, 0)
     return counts
 
 

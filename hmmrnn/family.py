@@ -23,21 +23,15 @@ import torch
 from . import dynamics as dyn
 from . import paper
 from .checkpoints import Checkpoint, load
-from .hmm import output_marginals, sample
+from .hmm import sample
 from .model import RNNWeights
 from .metrics import (
-    FREQUENT_OUTPUT_THRESHOLD,
     FitReport,
     fit_report,
+    frequent_outputs,
     matched_euclidean_distances,
     sample_rnn_outputs,
 )
-
-
-def frequent_outputs(checkpoint: Checkpoint) -> tuple[int, ...]:
-    """Outputs whose exact HMM marginal is at least 0.05 (linear chains: (0, 2); fully3: all)."""
-    marginals = output_marginals(checkpoint.hmm)
-    return tuple(int(k) for k in np.flatnonzero(marginals >= FREQUENT_OUTPUT_THRESHOLD))
 
 
 @dataclass
@@ -69,7 +63,7 @@ def orbit_geometry(checkpoint: Checkpoint | str, generator: torch.Generator, *, 
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load(checkpoint)
     run = dyn.driven_run(ck.weights, n_steps, generator, n_traj=n_traj, burn_in=burn_in)
     pcs = dyn.pca(run.states.astype(np.float64), n_components)
-    outputs = frequent_outputs(ck)
+    outputs = frequent_outputs(ck.hmm)
     alignment = dyn.readout_alignment(ck.weights.W_out, pcs.components[:2], outputs)
     return OrbitGeometry(ck.name, pcs.explained, alignment, outputs, int(run.states.shape[0]))
 

@@ -48,6 +48,7 @@ __all__ = [
     "FREQUENT_OUTPUT_THRESHOLD",
     "DEFAULT_EVAL_LENGTH",
     "default_eval_length",
+    "frequent_outputs",
     "CHECK_DESCRIPTIONS",
     "running_median",
     "secondary_drop_epoch",
@@ -80,6 +81,12 @@ FREQUENT_OUTPUT_THRESHOLD = 0.05
 
 DEFAULT_EVAL_LENGTH = 100
 """Sequence length of the paper's fit figure (linear grid)."""
+
+
+def frequent_outputs(hmm: HMM) -> tuple[int, ...]:
+    """Outputs whose exact HMM marginal is at least :data:`FREQUENT_OUTPUT_THRESHOLD`
+    (linear chains: (0, 2); fully3 and cyclic4: all three)."""
+    return tuple(int(k) for k in np.flatnonzero(output_marginals(hmm) >= FREQUENT_OUTPUT_THRESHOLD))
 
 
 def default_eval_length(hmm: HMM) -> int:
@@ -730,7 +737,7 @@ def fit_report(
     n, length = rnn_outputs.shape
     exact = exact_emission_statistics(hmm, length)
     rare = int(np.argmin(exact.marginals))
-    frequent = tuple(int(i) for i in np.flatnonzero(exact.marginals >= FREQUENT_OUTPUT_THRESHOLD))
+    frequent = frequent_outputs(hmm)
     rnn = emission_statistics(rnn_outputs, k, rare)
     sampled = emission_statistics(hmm_outputs, k, rare)
     error = transition_matrix_error(rnn.transition, exact.transition)
