@@ -348,7 +348,9 @@ class _FusedSim:
         H, K = self.H, self.K
         self.M = torch.zeros(H + K, H + K + self.D, dtype=h.dtype, device=h.device)
         self.M[:H, :H], self.M[:H, H + K :], self.M[H:, :H] = w_rec, w_in, w_out
-        self.A = torch.empty(H + K + self.D, h.shape[0], dtype=h.dtype, device=h.device)
+        # zeros, not empty: the scratch rows meet the zero columns of M, and 0 * NaN from
+        # uninitialised memory would be NaN (it made the first logits NaN now and then)
+        self.A = torch.zeros(H + K + self.D, h.shape[0], dtype=h.dtype, device=h.device)
         self.A[:H] = h.T
         self.B = torch.empty_like(self.A)
 
