@@ -27,6 +27,7 @@ __all__ = [
     "linear_chain",
     "fully_connected",
     "cyclic",
+    "without_output",
     "stationary_distribution",
     "output_marginals",
     "output_pair_probabilities",
@@ -194,6 +195,27 @@ def cyclic(seq_len: int | None = 40) -> HMM:
     )
     emission = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.1, 0.9], [0.0, 0.9, 0.1]])
     return HMM(np.full(4, 0.25), transition, emission, name="cyclic4", seq_len=seq_len)
+
+
+def without_output(hmm: HMM, output: int) -> HMM:
+    """The same chain with one output never emitted: its emission probability is shared
+    among the other outputs in proportion to theirs (a state emitting only that output
+    emits the others uniformly).
+
+    Used to ask what a loss thinks of a sampler that is exact except for a rare output.
+
+    Raises:
+        ValueError: ``output`` is not an output index of ``hmm``.
+    """
+    k = hmm.n_outputs
+    if not 0 <= output < k or k < 2:
+        raise ValueError(f"output must be one of 0..{k - 1} of an HMM with at least 2 outputs, got {output}")
+    emission = np.array(hmm.emission, dtype=np.float64)
+    emission[:, output] = 0.0
+    rest = emission.sum(axis=1, keepdims=True)
+    emission = np.where(rest > 0, emission / np.where(rest > 0, rest, 1.0), 1.0 / (k - 1))
+    emission[:, output] = 0.0
+    return HMM(hmm.start, hmm.transition, emission, name=f"{hmm.name} without output {output}", seq_len=hmm.seq_len)
 
 
 _SEQ_LEN = {"linear2": 100, "linear3": 30, "linear4": 30, "linear5": 40, "fully3": 30, "cyclic4": 40}

@@ -480,3 +480,19 @@ def test_forward_single_sequence_and_errors():
     assert log_likelihood(hmm, np.array([0]))[0] == pytest.approx(math.log(0.495))
     with pytest.raises(ValueError):
         log_likelihood(hmm, np.array([[0, 3]]))
+
+
+def test_without_output_moves_its_mass_proportionally():
+    from hmmrnn.hmm import without_output
+
+    chain = without_output(get_hmm("linear3"), 1)
+    np.testing.assert_allclose(chain.emission, [[1.0, 0.0, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(chain.transition, get_hmm("linear3").transition)
+    assert chain.seq_len == 30
+    # a state that emits only the dropped output emits the others uniformly
+    only = HMM([1.0], [[1.0]], [[0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(without_output(only, 1).emission, [[0.5, 0.0, 0.5]])
+    _, outputs = sample(chain, 200, 50, np.random.default_rng(0))
+    assert not (outputs == 1).any()
+    with pytest.raises(ValueError, match="output must be one of 0..2"):
+        without_output(chain, 3)

@@ -320,3 +320,31 @@ def test_pair_statistics_kl_zero_when_matching_and_positive_otherwise():
     loss.backward()
     with torch.no_grad():
         assert float(pair_statistics_kl(x - 0.5 * x.grad, other)) < float(loss)
+
+
+def test_hmm_validation_floor_equals_batched_geomloss_reference():
+    """The floor is the batch-size-weighted geomloss divergence between two HMM samples."""
+    from hmmrnn.hmm import sample
+    from hmmrnn.sinkhorn import geomloss_divergence
+    from hmmrnn.train import hmm_validation_floor
+
+    target = get_hmm("linear3")
+    floor = hmm_validation_floor(target, np.random.default_rng(5), seq_len=8, n_val=300, batch_size=128)
+    rng = np.random.default_rng(5)
+    clouds = [torch.from_numpy(one_hot(sample(target, 300, 8, rng)[1], 3).reshape(300, -1)) for _ in range(2)]
+    parts = [(float(geomloss_divergence(clouds[0][i:i + 128], clouds[1][i:i + 128])), min(128, 300 - i))
+             for i in range(0, 300, 128)]
+    reference = sum(v * n for v, n in parts) / 300
+    assert floor == pytest.approx(reference, rel=1e-3)
+    assert floor > 0  # two samples of the same law are apart at any finite size
+
+
+def test_hmm_validation_floor_shrinks_with_the_batch_and_rejects_bad_sizes():
+    from hmmrnn.train import hmm_validation_floor
+
+    target = get_hmm("fully3")
+    small = hmm_validation_floor(target, np.random.default_rng(0), seq_len=10, n_val=512, batch_size=64)
+    large = hmm_validation_floor(target, np.random.default_rng(0), seq_len=10, n_val=512, batch_size=512)
+    assert large < small
+    with pytest.raises(ValueError, match="batch_size"):
+        hmm_validation_floor(target, np.random.default_rng(0), batch_size=0)
