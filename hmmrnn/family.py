@@ -156,12 +156,18 @@ class NormGrowth(NamedTuple):
         upper: (T,) 95th percentile of ||h_t||.
         exploded: (T,) fraction of trajectories with ||h_t|| above ``bound`` (or not finite).
         bound: 100 x the median norm over the first ``reference`` steps.
+        time_above: fraction of all steps of all trajectories above ``bound``.
+        returned: of the trajectories that ever exceed ``bound``, the fraction that later
+            come back below it (NaN if none exceeds it): near 1 for intermittent bursts,
+            near 0 for a runaway.
     """
 
     median: np.ndarray
     upper: np.ndarray
     exploded: np.ndarray
     bound: float
+    time_above: float
+    returned: float
 
 
 def norm_growth(weights: RNNWeights, generator: torch.Generator, *, n_traj: int = 200, n_steps: int = 500,
@@ -172,10 +178,23 @@ def norm_growth(weights: RNNWeights, generator: torch.Generator, *, n_traj: int 
     run = dyn.driven_run(weights, n_steps, generator, n_traj=n_traj, burn_in=0)
     with np.errstate(over="ignore", invalid="ignore"):
         norms = np.linalg.norm(run.hidden.astype(np.float64), axis=-1)  # (B, T)
+    return growth_from_norms(norms, reference)
+
+
+def growth_from_norms(norms: np.ndarray, reference: int = 30) -> NormGrowth:
+    """:class:`NormGrowth` of (B, T) state norms (NaN and inf count as above the bound)."""
+    norms = np.asarray(norms, dtype=np.float64)
+    if norms.ndim != 2 or not 1 <= reference <= norms.shape[1]:
+        raise ValueError(f"norms must be (B, T) with T >= reference ({reference}), got {norms.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
         norms = np.where(np.isfinite(norms), norms, np.inf)
         bound = 100.0 * float(np.median(norms[:, :reference]))
         upper = np.percentile(norms, 95, axis=0, method="lower")
-    return NormGrowth(np.median(norms, axis=0), upper, np.mean(norms > bound, axis=0), bound)
+    above = norms > bound
+    ever = above.any(axis=1)
+    back = (np.cumsum(above, axis=1) > 0) & ~above  # below the bound after having been above it
+    returned = float(back.any(axis=1)[ever].mean()) if ever.any() else float("nan")
+    return NormGrowth(np.median(norms, axis=0), upper, np.mean(above, axis=0), bound, float(above.mean()), returned)
 
 
 def bounded_trajectories(hidden: np.ndarray, factor: float = 100.0, reference: int = 10) -> np.ndarray:

@@ -88,6 +88,7 @@ from .model import NoiseRNN, RNNWeights
 
 __all__ = [
     "AXES",
+    "dwell_times_by_regime",
     "ACTIVATIONS",
     "NetworkVariants",
     "variants",
@@ -571,6 +572,29 @@ def dwell_times(seq: np.ndarray) -> np.ndarray:
     """(n,) lengths of the uncensored runs (all but the first and last of each trajectory)."""
     runs = run_lengths(seq)
     return runs.length[~runs.censored]
+
+
+def dwell_times_by_regime(seq: np.ndarray, in_regime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Uncensored dwell times split by a per-step regime flag (e.g. "the state is in a burst").
+
+    Args:
+        seq: (B, T) dominant outputs (a 1-D array is one row).
+        in_regime: (B, T) bool, same shape.
+
+    Returns:
+        ``(inside, outside)``: lengths of the uncensored runs whose every step is in the
+        regime, and of those with no step in it (runs that straddle the border are dropped).
+    """
+    s = _as_sequences(seq)
+    flag = _as_sequences(np.asarray(in_regime, dtype=bool))
+    if flag.shape != s.shape:
+        raise ValueError(f"in_regime must have the shape of seq {s.shape}, got {flag.shape}")
+    runs = run_lengths(s)
+    cum = np.zeros((s.shape[0], s.shape[1] + 1), dtype=np.int64)
+    np.cumsum(flag, axis=1, out=cum[:, 1:])
+    count = cum[runs.traj, runs.start + runs.length] - cum[runs.traj, runs.start]
+    keep = ~runs.censored
+    return runs.length[keep & (count == runs.length)], runs.length[keep & (count == 0)]
 
 
 def frequent_outputs(hmm: HMM, min_frequency: float = 0.1) -> np.ndarray:

@@ -155,3 +155,18 @@ def test_bounded_trajectories_and_norm_growth_flag_runaways():
     g = torch.Generator().manual_seed(0)
     assert family.norm_growth(calm, g, n_traj=20, n_steps=100).exploded[-1] == 0
     assert family.norm_growth(wild, g, n_traj=20, n_steps=100).exploded[-1] == 1
+
+
+def test_growth_from_norms_tells_bursts_from_runaways():
+    norms = np.ones((4, 10))
+    norms[1, 4:] = 1e4  # runs away and stays
+    norms[2, 3:5] = 1e5  # a burst that comes back
+    norms[3, 6] = np.nan  # not finite counts as above
+    gr = family.growth_from_norms(norms, reference=3)
+    assert gr.bound == 100.0
+    assert gr.time_above == (6 + 2 + 1) / 40
+    assert gr.returned == 2 / 3  # trajectories 2 and 3 come back, 1 does not
+    np.testing.assert_allclose(gr.exploded, [0, 0, 0, 0.25, 0.5, 0.25, 0.5, 0.25, 0.25, 0.25])
+    assert np.isnan(family.growth_from_norms(np.ones((2, 5)), reference=2).returned)
+    with pytest.raises(ValueError, match="reference"):
+        family.growth_from_norms(np.ones((2, 5)), reference=6)

@@ -543,3 +543,19 @@ def test_named_generator_depends_on_seed_and_name_only():
     assert not torch.equal(a, torch.rand(4, generator=rs.named_generator(4, "cyclic4")))
     with pytest.raises(ValueError, match="seed"):
         rs.named_generator(-1, "cyclic4")
+
+
+def test_dwell_times_by_regime_against_a_hand_count():
+    seq = np.array([[0, 0, 1, 1, 1, 2, 2, 0, 0, 0, 1],
+                    [2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2]])
+    flag = np.zeros_like(seq, dtype=bool)
+    flag[0, 2:5] = True  # the run 1,1,1 lies inside; 2,2 and 0,0,0 outside
+    flag[1, 5:] = True   # the run 0,0,0,0 straddles the border: dropped
+    inside, outside = rs.dwell_times_by_regime(seq, flag)
+    assert sorted(inside.tolist()) == [3]
+    assert sorted(outside.tolist()) == [2, 3]
+    # the two parts together are the uncensored dwells when nothing straddles
+    none = np.zeros_like(flag)
+    assert sorted(rs.dwell_times_by_regime(seq, none)[1].tolist()) == sorted(rs.dwell_times(seq).tolist())
+    with pytest.raises(ValueError, match="shape"):
+        rs.dwell_times_by_regime(seq, flag[:, :5])
