@@ -181,14 +181,25 @@ def norm_growth(weights: RNNWeights, generator: torch.Generator, *, n_traj: int 
     return growth_from_norms(norms, reference)
 
 
-def growth_from_norms(norms: np.ndarray, reference: int = 30) -> NormGrowth:
-    """:class:`NormGrowth` of (B, T) state norms (NaN and inf count as above the bound)."""
+def _finite_or_inf(norms: np.ndarray, reference: int) -> tuple[np.ndarray, float]:
+    """(B, T) norms with NaN / inf as inf, and the burst bound: 100 x their median over the first ``reference`` steps."""
     norms = np.asarray(norms, dtype=np.float64)
     if norms.ndim != 2 or not 1 <= reference <= norms.shape[1]:
         raise ValueError(f"norms must be (B, T) with T >= reference ({reference}), got {norms.shape}")
+    norms = np.where(np.isfinite(norms), norms, np.inf)
+    return norms, 100.0 * float(np.median(norms[:, :reference]))
+
+
+def burst_steps(norms: np.ndarray, reference: int = 30) -> np.ndarray:
+    """(B, T) True where the state norm is beyond the bound of :class:`NormGrowth` (not finite included)."""
+    norms, bound = _finite_or_inf(norms, reference)
+    return norms > bound
+
+
+def growth_from_norms(norms: np.ndarray, reference: int = 30) -> NormGrowth:
+    """:class:`NormGrowth` of (B, T) state norms (NaN and inf count as above the bound)."""
+    norms, bound = _finite_or_inf(norms, reference)
     with np.errstate(over="ignore", invalid="ignore"):
-        norms = np.where(np.isfinite(norms), norms, np.inf)
-        bound = 100.0 * float(np.median(norms[:, :reference]))
         upper = np.percentile(norms, 95, axis=0, method="lower")
     above = norms > bound
     ever = above.any(axis=1)

@@ -170,3 +170,13 @@ def test_growth_from_norms_tells_bursts_from_runaways():
     assert np.isnan(family.growth_from_norms(np.ones((2, 5)), reference=2).returned)
     with pytest.raises(ValueError, match="reference"):
         family.growth_from_norms(np.ones((2, 5)), reference=6)
+
+
+def test_burst_steps_is_the_bound_of_growth_from_norms():
+    norms = np.ones((3, 8))
+    norms[0, 5:] = 1e3
+    norms[2, 2] = np.inf
+    mask = family.burst_steps(norms, reference=3)
+    gr = family.growth_from_norms(norms, reference=3)
+    np.testing.assert_array_equal(mask.mean(axis=0), gr.exploded)
+    assert mask.sum() == 4 and mask[2, 2]
