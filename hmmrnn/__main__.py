@@ -1,8 +1,12 @@
-"""Command line: ``python -m hmmrnn {train,evaluate,calibrate,kick-neurons,list} ...``.
+"""Command line: ``python -m hmmrnn {train,sweep,evaluate,calibrate,kick-neurons,list} ...``.
+
+Exit codes: 0 success; 1 the fit fails the bar (``evaluate``) or a run of a sweep failed; 2 an error (bad arguments,
+settings, files or run folder; each with one message on stderr naming the problem).
 
 Examples::
 
     python -m hmmrnn train --hmm linear2 --hidden 150 --input 100 --epochs 500 --seed 0 --out runs/linear2
+    python -m hmmrnn sweep sweeps/grid-cpu-slice.yaml [--scheduler ADDRESS] [--device cuda] [--dry-run]
     python -m hmmrnn evaluate linear2 [--json]
     python -m hmmrnn kick-neurons linear2 [--json] [--transitions 0:2,2:0]
     python -m hmmrnn list
@@ -58,6 +62,21 @@ def _number(kind: type, minimum: float, strict: bool, what: str):
 _positive_int = _number(int, 0, True, "a positive integer")
 _nonneg_int = _number(int, 0, False, "a non-negative integer")
 _positive_float = _number(float, 0.0, True, "a positive number")
+_length = _number(int, 1, True, "an integer >= 2 (transitions need pairs of steps)")
+MAX_SEED = 2**63 - 1
+
+
+def _seed(text: str) -> int:
+    """An argparse type: an integer seed in [0, 2**63 - 1]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed <= 2**63 - 1, got {value}")
+    return value
 
 
 def _transitions(text: str) -> list[tuple[int, int]]:
@@ -92,52 +111,63 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--hmm", required=True, choices=TARGET_NAMES, help="target HMM")
     tr.add_argument("--hidden", type=_positive_int, default=150, help="hidden units H (default 150)")
     tr.add_argument("--input", type=_positive_int, default=100, help="noise dimensions D (default 100)")
-    tr.add_argument("--epochs", type=_positive_int, default=500)
-    tr.add_argument("--seed", type=_nonneg_int, default=0)
-    tr.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    tr.add_argument("--epochs", type=_positive_int, default=500, help="epochs to train (default 500, the paper's); with --resume it may grow")
+    tr.add_argument("--seed", type=_seed, default=0, help="seed of the data, the initial weights, the noise and the validation draws (default 0)")
+    tr.add_argument("--out", required=True, type=Path, help="run folder to write (locked while training; must be empty unless --resume or --overwrite)")
     tr.add_argument("--seq-len", type=_positive_int, default=None, help="sequence length (default: the target's)")
-    tr.add_argument("--h0", choices=("zeros", "normal"), default="zeros")
-    tr.add_argument("--n-sequences", type=_positive_int, default=30000)
-    tr.add_argument("--batch", type=_positive_int, default=4096)
-    tr.add_argument("--lr", type=_positive_float, default=1e-3)
+    tr.add_argument("--h0", choices=("zeros", "normal"), default="zeros", help="initial hidden state: zeros (the paper's) or a standard normal draw (default zeros)")
+    tr.add_argument("--n-sequences", type=_positive_int, default=30000, help="HMM sequences sampled, split in thirds into train, validation and test (default 30000)")
+    tr.add_argument("--batch", type=_positive_int, default=4096, help="sequences per batch (default 4096); batches of at least 1024 compile the loss when a compiler is present")
+    tr.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     tr.add_argument("--beta2", type=float, default=0.9, help="Adam beta2 (beta1 is 0.9)")
     tr.add_argument("--clip", type=_positive_float, default=None, help="gradient-norm clip (default 0.9; 0.3 for fully3/cyclic4)")
-    tr.add_argument("--blur", type=_positive_float, default=0.2)
-    tr.add_argument("--tau", type=_positive_float, default=1.0)
-    tr.add_argument("--val-every", type=_positive_int, default=5)
-    tr.add_argument("--snapshot-every", type=_nonneg_int, default=0)
-    tr.add_argument("--snapshot-until", type=_nonneg_int, default=300)
-    tr.add_argument("--resume-every", type=_positive_int, default=10)
+    tr.add_argument("--blur", type=_positive_float, default=0.2, help="Sinkhorn blur: the smallest entropic scale of the loss (default 0.2)")
+    tr.add_argument("--tau", type=_positive_float, default=1.0, help="Gumbel-softmax temperature of the sampled outputs (default 1.0)")
+    tr.add_argument("--val-every", type=_positive_int, default=5, help="validate (and print a line: epoch, losses, s/epoch) every N epochs and at the last (default 5)")
+    tr.add_argument("--snapshot-every", type=_nonneg_int, default=0, help="keep the weights every N epochs in snapshots.npz, for the training-dynamics figures (default 0: none)")
+    tr.add_argument("--snapshot-until", type=_nonneg_int, default=300, help="last epoch that gets a snapshot (default 300)")
+    tr.add_argument("--resume-every", type=_positive_int, default=10, help="write the resume file every N epochs (default 10)")
     tr.add_argument("--lr-milestones", type=_positive_int, nargs="*", default=[], help="epochs at which lr is multiplied by --lr-gamma")
-    tr.add_argument("--lr-gamma", type=_positive_float, default=0.1)
+    tr.add_argument("--lr-gamma", type=_positive_float, default=0.1, help="factor applied to the learning rate at each of --lr-milestones (default 0.1)")
     tr.add_argument("--stats-weight", type=float, default=0.0, help="weight of the auxiliary pair-statistics KL term (default 0: the paper's loss)")
     tr.add_argument("--init-from", default=None, help="start from this checkpoint's weights (name or folder)")
     tr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     tr.add_argument("--compile", dest="compile", action="store_true", default=None, help="force torch.compile")
     tr.add_argument("--no-compile", dest="compile", action="store_false", help="never torch.compile")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/resume.pt")
+    mode = tr.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run in OUT (its resume file; same settings, --epochs may grow)")
+    mode.add_argument("--overwrite", action="store_true", help="replace the run in OUT: delete all its files (snapshots included) first")
+
+    sw = sub.add_parser("sweep", help="run the training runs and seed searches of a YAML spec on dask.distributed and tabulate them")
+    sw.add_argument("spec", type=Path, help="sweep spec (YAML; see hmmrnn.sweep and sweeps/)")
+    sw.add_argument("--out", type=Path, default=None, help="sweep folder (default: the spec's 'out')")
+    sw.add_argument("--scheduler", default=None, help="address of a running dask scheduler (default: a local cluster on this machine)")
+    sw.add_argument("--workers", type=_positive_int, default=None, help="workers of the local cluster (default: one per CPU core; one per GPU with --device cuda)")
+    sw.add_argument("--threads", type=_positive_int, default=1, help="torch threads per run (default 1)")
+    sw.add_argument("--device", default=None, help="training device of every run: auto, cpu, cuda or cuda:N (default: the spec's)")
+    sw.add_argument("--dry-run", action="store_true", help="print the runs and their state (done, partial, new); run nothing")
 
     ev = sub.add_parser("evaluate", help="emission-fit table of a checkpoint vs its HMM vs the paper")
     ev.add_argument("checkpoint", help="shipped name (e.g. linear2) or checkpoint folder")
     ev.add_argument("--n", type=_positive_int, default=5000, help="sequences to sample (default 5000)")
-    ev.add_argument("--length", type=_positive_int, default=None, help="sequence length (default as the paper's fit figure: 100 for the linear chains, the training length for fully3 and cyclic4)")
-    ev.add_argument("--seed", type=_nonneg_int, default=0)
+    ev.add_argument("--length", type=_length, default=None, help="sequence length (default as the paper's fit figure: 100 for the linear chains, the training length for fully3 and cyclic4)")
+    ev.add_argument("--seed", type=_seed, default=0, help="seed of the sampled sequences (default 0)")
     ev.add_argument("--json", action="store_true", help="machine-readable output")
 
     ca = sub.add_parser("calibrate", help="re-fit the readout of a checkpoint to its training data's pair statistics (dynamics unchanged)")
     ca.add_argument("checkpoint", help="shipped name or checkpoint folder")
     ca.add_argument("--out", required=True, type=Path, help="folder of the calibrated checkpoint")
-    ca.add_argument("--seed", type=_nonneg_int, default=0)
-    ca.add_argument("--n-runs", type=_positive_int, default=2048)
+    ca.add_argument("--seed", type=_seed, default=0, help="seed of the noise-driven runs (default 0; the training data come from the checkpoint's own seed)")
+    ca.add_argument("--n-runs", type=_positive_int, default=2048, help="noise-driven runs whose hidden states the readout is fitted on (default 2048)")
     ca.add_argument("--penalty", type=_positive_float, default=0.1, help="weight of ||W_out - W_out0||^2 (default 0.1)")
-    ca.add_argument("--max-iter", type=_positive_int, default=300)
+    ca.add_argument("--max-iter", type=_positive_int, default=300, help="L-BFGS iterations (default 300)")
 
     kn = sub.add_parser("kick-neurons", help="find the kick neurons of a checkpoint (kick signature + batched silencing)")
     kn.add_argument("checkpoint", help="shipped name (e.g. linear2) or checkpoint folder")
     kn.add_argument("--transitions", type=_transitions, default=None,
                     help="SOURCE:TARGET output pairs, one group each, e.g. 0:2,2:0 (default: both directions "
                          "between the two tracked outputs of a network that shows two)")
-    kn.add_argument("--seed", type=_nonneg_int, default=0)
+    kn.add_argument("--seed", type=_seed, default=0, help="seed of the recorded run and the silencing trials (default 0)")
     kn.add_argument("--n-states", type=_positive_int, default=5000, help="states of the recorded run (default 5000)")
     kn.add_argument("--n-traj", type=_positive_int, default=32, help="trajectories per silencing condition (default 32)")
     kn.add_argument("--n-steps", type=_positive_int, default=1000, help="steps per trajectory (default 1000; the first 100 settle)")
@@ -184,21 +214,60 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    checkpoint = train(config, args.out, resume=args.resume, log=lambda m: print(m, flush=True))
+    checkpoint = train(config, args.out, resume=args.resume, overwrite=args.overwrite, log=lambda m: print(m, flush=True))
     print(json.dumps({"out": str(args.out), **checkpoint.results}))
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import dashboard_link, load_spec, make_client, run_state, run_sweep
+
+    spec = load_spec(args.spec, out=args.out, device=args.device)  # SpecError (a ValueError): exit 2
+    states = [(run.name, run_state(spec.out, run)[0]) for run in spec.runs]
+    print(f"sweep {args.spec}: {len(spec.runs)} runs ({sum(s == 'done' for _, s in states)} done), "
+          f"{len(spec.searches)} seed searches -> {spec.out}", flush=True)
+    if args.dry_run:
+        for name, state in states:
+            print(f"  {name}: {state}")
+        for s in spec.searches:
+            print(f"  search {s.cell}: seeds {s.first_seed}, {s.first_seed + 1}, ... until {s.successes} bifurcate "
+                  f"(at most {s.max_tries} tries, {s.in_flight} at a time)")
+        return 0
+    device = args.device or (spec.runs[0].config["device"] if spec.runs else spec.searches[0].template.config["device"])
+    client = make_client(args.scheduler, args.workers, device)  # an unreachable scheduler: OSError, exit 2
+    try:
+        info = client.scheduler_info()
+        link = dashboard_link(client)
+        print(f"dask scheduler {info.get('address')}, {len(info.get('workers', {}))} workers; "
+              + (f"dashboard {link}" if link else "no dashboard (pip install bokeh for one)"), flush=True)
+        outcome = run_sweep(spec, client, threads=args.threads, echo=lambda m: print(m, flush=True))
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept, partial ones resume when the same command runs again", file=sys.stderr)
+        return 130
+    finally:
+        cluster = client.cluster if args.scheduler is None else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    print(f"table: {outcome.table} ({len(outcome.rows)} runs of this spec finished, {len(outcome.failed)} failed)")
+    return 1 if outcome.failed else 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoints import CheckpointError, load
     from .metrics import evaluate, format_fit_table
+    from .model import NonFiniteStatesError
 
     try:
         checkpoint = load(args.checkpoint)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = evaluate(checkpoint, n=args.n, length=args.length, seed=args.seed)
+    try:
+        report = evaluate(checkpoint, n=args.n, length=args.length, seed=args.seed)
+    except NonFiniteStatesError as exc:  # the network has no outputs there: the fit fails, said so
+        print(f"FAIL: {args.checkpoint}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:
@@ -270,7 +339,7 @@ def _cmd_kick_neurons(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .checkpoints import load, shipped_names
+    from .checkpoints import CheckpointError, load, shipped_names
     from .hmm import TARGET_NAMES, get_hmm
 
     print("HMM targets (name: states, training length):")
@@ -279,21 +348,47 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name}: {hmm.n_states} states, L={hmm.seq_len}")
     print("shipped checkpoints:")
     names = shipped_names()
+    broken = 0
     for name in names:
-        c = load(name)
+        try:
+            c = load(name)
+        except CheckpointError as exc:
+            broken += 1
+            print(f"  {name}: cannot be loaded: {exc}")
+            continue
+        best = c.results.get("best_val_loss")
+        best_text = f"{best:.3f}" if isinstance(best, (int, float)) else "?"
         print(f"  {name}: H={c.rnn['hidden_size']} D={c.rnn['input_size']} epochs={c.training.get('epochs')} "
-              f"best val loss {c.results.get('best_val_loss', float('nan')):.3f} @ epoch {c.results.get('best_epoch')}")
+              f"best val loss {best_text} @ epoch {c.results.get('best_epoch')}")
     if not names:
         print("  (none)")
+    if broken:
+        print(f"error: {broken} shipped checkpoint folder(s) cannot be loaded (see above)", file=sys.stderr)
+        return 2
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors the user can fix end in one line on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    from .runfolder import RunFolderError
+
+    try:
+        return _dispatch(args, argv)
+    except (ValueError, KeyError, RunFolderError, FloatingPointError, OSError) as exc:  # HMMError, CheckpointError are ValueErrors
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"error: {text}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "train":
         _maybe_reexec_with_tcmalloc(argv)
         return _cmd_train(args)
+    if args.command == "sweep":
+        _maybe_reexec_with_tcmalloc(argv)  # local workers inherit the preload
+        return _cmd_sweep(args)
     if args.command == "evaluate":
         return _cmd_evaluate(args)
     if args.command == "calibrate":

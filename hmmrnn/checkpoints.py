@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .hmm import HMM, HMMError
+from .hmm import HMM, TARGET_NAMES, HMMError, get_hmm
 from .model import H0_MODES, NoiseRNN, RNNWeights
 
 __all__ = [
@@ -87,13 +87,27 @@ class Checkpoint:
         A checkpoint made from another one without further training (a readout calibration,
         ``training["calibration"]["source"]``) shares its source's training run: its
         snapshots are the source's.
+
+        Raises:
+            CheckpointError: the chain of calibration sources leads back to a folder already
+                visited (e.g. a checkpoint calibrated into its own source's folder).
         """
-        if self.path is not None and (self.path / "snapshots.npz").exists():
-            return load_snapshots(self.path / "snapshots.npz", self.weights)
-        source = (self.training.get("calibration") or {}).get("source")
-        if source:
-            return load(source).snapshots()
-        return None
+        seen: list[Path] = []
+        checkpoint: Checkpoint = self
+        while True:
+            if checkpoint.path is not None:
+                here = checkpoint.path.resolve()
+                if here in seen:
+                    raise CheckpointError(f"{self.path}: its calibration sources lead back to {checkpoint.path}; "
+                                          "the snapshots of its training run cannot be found")
+                seen.append(here)
+                if (checkpoint.path / "snapshots.npz").exists():
+                    return load_snapshots(checkpoint.path / "snapshots.npz", self.weights)
+            calibration = checkpoint.training.get("calibration")
+            source = calibration.get("source") if isinstance(calibration, dict) else None
+            if not source:
+                return None
+            checkpoint = load(source)
 
     def config(self) -> dict[str, Any]:
         """The JSON config (all five sections)."""
@@ -246,6 +260,37 @@ def _check_consistency(weights: RNNWeights, hmm: HMM, rnn: dict[str, Any], where
         raise CheckpointError(f"{where}: rnn.h0 must be one of {H0_MODES}, got {rnn['h0']!r}")
 
 
+def _hmm_from_config(spec: dict[str, Any], where: Path) -> HMM:
+    """The ``hmm`` section as an :class:`HMM`, every field of the right type; a registry name
+    (``"linear2"``, ...) must come with that target's matrices (its training length may differ)."""
+    name = spec.get("name", "custom")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{where}: 'hmm.name' must be a string, got {name!r}")
+    seq_len = spec.get("seq_len")
+    if seq_len is not None and (isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1):
+        raise CheckpointError(f"{where}: 'hmm.seq_len' must be a positive integer or null, got {seq_len!r}")
+    for key in ("start", "transition", "emission"):
+        if key in spec:
+            try:
+                array = np.asarray(spec[key], dtype=np.float64)
+            except (ValueError, TypeError):
+                raise CheckpointError(f"{where}: 'hmm.{key}' must be an array of numbers, got {str(spec[key])[:60]!r}") from None
+            if array.ndim == 0:
+                raise CheckpointError(f"{where}: 'hmm.{key}' must be an array of numbers, got {spec[key]!r}")
+    try:
+        hmm = HMM.from_dict(spec)
+    except HMMError as exc:
+        raise CheckpointError(f"{where}: invalid 'hmm' section: {exc}") from exc
+    if name in TARGET_NAMES:
+        ref = get_hmm(name)
+        same = all(a.shape == b.shape and np.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in
+                   ((hmm.start, ref.start), (hmm.transition, ref.transition), (hmm.emission, ref.emission)))
+        if not same:
+            raise CheckpointError(f"{where}: the 'hmm' section is named {name!r} but its matrices are not {name}'s; "
+                                  f"the network would be compared with {name}'s numbers (rename it, e.g. 'custom')")
+    return hmm
+
+
 def load(name_or_path: str | Path) -> Checkpoint:
     """Load a checkpoint by shipped name (``"linear2"``) or folder path, validating it.
 
@@ -257,10 +302,14 @@ def load(name_or_path: str | Path) -> Checkpoint:
     config_path = folder / "config.json"
     if not config_path.exists():
         raise CheckpointError(f"{config_path} is missing")
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path} is not a file")
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config_path} is not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{config_path} cannot be read ({exc.strerror or exc})") from exc
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_path} must hold a JSON object")
     missing = [s for s in CONFIG_SECTIONS if s not in config]
@@ -269,10 +318,7 @@ def load(name_or_path: str | Path) -> Checkpoint:
     not_objects = [s for s in CONFIG_SECTIONS if not isinstance(config[s], dict)]
     if not_objects:
         raise CheckpointError(f"{config_path}: the section(s) {not_objects} must be JSON objects")
-    try:
-        hmm = HMM.from_dict(config["hmm"])
-    except HMMError as exc:
-        raise CheckpointError(f"{config_path}: invalid 'hmm' section: {exc}") from exc
+    hmm = _hmm_from_config(config["hmm"], config_path)
 
     arrays = _read_npz(folder / "weights.npz")
     if set(arrays) != set(WEIGHT_NAMES):

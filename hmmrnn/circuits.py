@@ -1,4 +1,4 @@
-"""Kick neurons, the noise-accumulation population and interventions (PAPER.md §8).
+"""Kick neurons, the noise-accumulation population and interventions (Torre et al., NeurIPS 2025: its results on kick neurons, connectivity and interventions).
 
 The paper found two triplets of "kick neurons" in its two-state network by silencing every
 3-neuron combination and typed their indices into its code. This module finds such groups by
@@ -78,7 +78,7 @@ import torch
 
 from . import regions
 from .dynamics import eigen_counts, local_eigvals
-from .model import NoiseRNN, RNNWeights
+from .model import NONFINITE_OUTPUT, NonFiniteStates, NonFiniteStatesError, NoiseRNN, RNNWeights
 
 __all__ = [
     "MIN_OCCUPANCY",
@@ -324,7 +324,9 @@ class ModulatedRuns(NamedTuple):
     """Trajectories of C conditions under shared noise.
 
     Fields:
-        dominant: (C, B, T) int8 argmax output of h_1..h_T.
+        dominant: (C, B, T) int8 argmax output of h_1..h_T; :data:`~hmmrnn.model.NONFINITE_OUTPUT`
+            (-1) where the state is not finite (no output: the switch statistics carry the last
+            tracked output over such steps, see :func:`carried_outputs`).
         projection: (C, B, T, P) float32 projections ``h_t @ directions.T``, or None.
         active: (C, B, T, H) bool activity masks h_t > 0 (= the ReLU masks of the local
             Jacobians), or None.
@@ -338,6 +340,11 @@ class ModulatedRuns(NamedTuple):
     active: np.ndarray | None
     hidden: np.ndarray | None
     max_norm: np.ndarray
+
+    @property
+    def nonfinite(self) -> NonFiniteStates:
+        """The steps without an output (non-finite states) over all conditions and trajectories."""
+        return NonFiniteStates.from_mask((self.dominant == NONFINITE_OUTPUT).reshape(-1, self.dominant.shape[-1]))
 
     def runaway(self, reference: int = 0, factor: float = 100.0) -> np.ndarray:
         """(C,) True where the activity ran away: max ||h|| above ``factor`` times the reference
@@ -410,7 +417,8 @@ def simulate_modulations(
             pre += drive[None, :, t] if all_s_one else drive[None, :, t] * s
             h = pre.mul_(r).relu_()
             top = torch.maximum(top, h.norm(dim=-1).amax(dim=-1))
-            dom[:, :, t] = torch.matmul(h, w_out_t).argmax(-1)
+            logits = torch.matmul(h, w_out_t)
+            dom[:, :, t] = torch.where(torch.isfinite(logits).all(-1), logits.argmax(-1), NONFINITE_OUTPUT)
             if proj is not None:
                 proj[:, :, t] = torch.matmul(h, dirs.T)
             if active is not None:
@@ -468,8 +476,16 @@ def carried_outputs(dominant: np.ndarray, outputs: Sequence[int]) -> np.ndarray:
 
 
 def tracked_outputs(dominant: np.ndarray, n_outputs: int, min_occupancy: float = MIN_OCCUPANCY) -> tuple[int, ...]:
-    """Outputs shown at least ``min_occupancy`` of the time in ``dominant`` (any shape)."""
-    d = np.asarray(dominant).ravel()
+    """Outputs shown at least ``min_occupancy`` of the time in ``dominant`` (any shape).
+
+    Raises:
+        NonFiniteStatesError: ``dominant`` marks non-finite states (-1): they have no output.
+    """
+    d = np.asarray(dominant)
+    if np.any(d == NONFINITE_OUTPUT):
+        mask = (d == NONFINITE_OUTPUT).reshape(-1, d.shape[-1]) if d.ndim else np.zeros((0, 0), bool)
+        raise NonFiniteStatesError("the run whose outputs are tracked", NonFiniteStates.from_mask(mask))
+    d = d.ravel()
     freq = np.bincount(d.astype(np.int64), minlength=n_outputs) / max(d.size, 1)
     out = tuple(int(k) for k in np.flatnonzero(freq >= min_occupancy))
     if len(out) < 2:

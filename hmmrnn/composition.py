@@ -1,4 +1,4 @@
-"""One motif per pair of outputs: sub-orbits of networks with more than two frequent outputs (PAPER.md §9).
+"""One motif per pair of outputs: sub-orbits of networks with more than two frequent outputs (Torre et al., NeurIPS 2025: its results on compositionality).
 
 The fully connected (``fully3``) and cyclic (``cyclic4``) targets switch between three
 frequent outputs. The paper's claim is compositional: each pair of outputs between which the

@@ -1,4 +1,4 @@
-"""Global dynamics of the noise-driven ReLU RNN (PAPER.md §5-6), measured rather than assumed.
+"""Global dynamics of the noise-driven ReLU RNN (Torre et al., NeurIPS 2025: its results on global dynamics and the training bifurcation), measured rather than assumed.
 
 Everything here takes a *one-step map* ``F: (B, H) -> (B, H)`` (a torch function applied
 row by row) or plain weights, so the same analysis runs on a trained network, an ablated
@@ -56,7 +56,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .model import RNNWeights
+from .model import NONFINITE_OUTPUT, NonFiniteStates, RNNWeights, mark_nonfinite
 
 __all__ = [
     "StepMap",
@@ -670,7 +670,8 @@ class DrivenRun(NamedTuple):
     Fields:
         hidden: (B, T, H) float32 hidden states.
         logits: (B, T, K) float32 readout.
-        outputs: (B, T) int64 sampled outputs (categorical draws from softmax(logits)).
+        outputs: (B, T) int64 sampled outputs (categorical draws from softmax(logits));
+            :data:`~hmmrnn.model.NONFINITE_OUTPUT` (-1) where the state is not finite.
         noise_scale: (B,) input-noise standard deviation of each trajectory.
     """
 
@@ -681,8 +682,15 @@ class DrivenRun(NamedTuple):
 
     @property
     def dominant(self) -> np.ndarray:
-        """(B, T) argmax of the logits (the most probable output)."""
-        return self.logits.argmax(axis=-1)
+        """(B, T) argmax of the logits (the most probable output); -1 where the state is not finite."""
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(self.logits).all(axis=-1)
+        return np.where(finite, self.logits.argmax(axis=-1), NONFINITE_OUTPUT)
+
+    @property
+    def nonfinite(self) -> NonFiniteStates:
+        """The steps without an output (non-finite states): how many, from which step; falsy if none."""
+        return NonFiniteStates.from_mask(~np.isfinite(self.logits).all(axis=-1))
 
     @property
     def states(self) -> np.ndarray:
@@ -755,7 +763,7 @@ def driven_run(
         logits = hidden @ w_out.T
         tiny = torch.finfo(torch.float32).tiny
         exponential = (-torch.log(torch.rand(logits.shape, generator=generator).clamp_min(tiny))).clamp_min(tiny)
-        outputs = (logits - torch.log(exponential)).argmax(-1)  # Gumbel-max: a softmax(logits) draw
+        outputs = mark_nonfinite((logits - torch.log(exponential)).argmax(-1), logits)  # Gumbel-max: a softmax(logits) draw
     return DrivenRun(hidden.numpy(), logits.numpy(), outputs.numpy(), per_traj)
 
 

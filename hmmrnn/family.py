@@ -1,4 +1,4 @@
-"""The six trained networks side by side: emission fit and orbit geometry (PAPER.md §2-5).
+"""The six trained networks side by side: emission fit and orbit geometry (Torre et al., NeurIPS 2025: its targets, fit quality and global dynamics across HMM architectures).
 
 One row per shipped target network: its emission fit against the exact HMM statistics (the
 fit bar of :func:`hmmrnn.metrics.fit_checks`), the matched Euclidean distance beside its
@@ -95,6 +95,65 @@ def family_fit(checkpoint: Checkpoint | str, *, n: int = 5000, length: int = 100
         report.matched_distance, report.matched_distance_argmax = ours.plan, ours.argmax
         report.matched_distance_baseline, report.matched_distance_baseline_argmax = base.plan, base.argmax
     return report
+
+
+class FitUncertainty(NamedTuple):
+    """Standard errors of a network's emission statistics (:func:`fit_uncertainty`).
+
+    Fields:
+        marginals: (K,) standard error of each output's marginal.
+        lability: standard error of the lability.
+        max_transition_error: bootstrap standard error of the largest squared entry of the
+            output transition-matrix error.
+        n: number of sequences.
+    """
+
+    marginals: np.ndarray
+    lability: float
+    max_transition_error: float
+    n: int
+
+
+def fit_uncertainty(outputs: np.ndarray, exact_transition: np.ndarray, rng: np.random.Generator,
+                    n_boot: int = 200) -> FitUncertainty:
+    """Standard errors of the marginals, lability and largest squared transition error.
+
+    The sequences are independent and of equal length, so a statistic that is a mean over
+    all steps (a marginal, the lability) is the mean of its per-sequence values, and its
+    standard error is their standard deviation over sqrt(n); the correlation between the
+    steps of one sequence is accounted for. The largest squared error (a maximum of
+    ratios) gets a bootstrap over sequences: ``n_boot`` resamples of the (n, K, K) per-sequence
+    pair counts.
+
+    Args:
+        outputs: (n, L) ints in [0, K), n >= 2, L >= 2: sampled output sequences.
+        exact_transition: (K, K) the HMM's exact output transition matrix.
+        rng: numpy generator of the bootstrap.
+        n_boot: bootstrap resamples.
+    """
+    outputs = np.asarray(outputs)
+    exact = np.asarray(exact_transition, dtype=np.float64)
+    k = exact.shape[0]
+    if outputs.ndim != 2 or outputs.shape[0] < 2 or outputs.shape[1] < 2:
+        raise ValueError(f"outputs must be (n >= 2, L >= 2), got shape {outputs.shape}")
+    if exact.shape != (k, k) or outputs.min() < 0 or outputs.max() >= k:
+        raise ValueError(f"exact_transition must be (K, K) and outputs in [0, K), got {exact.shape}, "
+                         f"outputs in [{outputs.min()}, {outputs.max()}]")
+    n = outputs.shape[0]
+    freq = (outputs[:, :, None] == np.arange(k)).mean(axis=1)  # (n, K)
+    changes = (outputs[:, 1:] != outputs[:, :-1]).mean(axis=1)  # (n,)
+    pair = outputs[:, :-1] * k + outputs[:, 1:]  # (n, L-1)
+    offsets = np.arange(n)[:, None] * (k * k)  # one block of K*K bins per sequence: one bincount for all
+    counts = np.bincount((pair + offsets).ravel(), minlength=n * k * k).reshape(n, k * k).astype(np.float64)  # (n, K*K)
+    boot = np.empty(n_boot)
+    for i in range(n_boot):
+        c = counts[rng.integers(0, n, n)].sum(axis=0).reshape(k, k)
+        totals = c.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = np.where(totals > 0, c / np.where(totals > 0, totals, 1.0), np.nan)
+        boot[i] = np.nanmax((p - exact) ** 2)
+    return FitUncertainty(marginals=freq.std(axis=0, ddof=1) / np.sqrt(n), lability=float(changes.std(ddof=1) / np.sqrt(n)),
+                          max_transition_error=float(np.std(boot, ddof=1)), n=int(n))
 
 
 def training_summary(checkpoint: Checkpoint | str) -> dict[str, Any]:

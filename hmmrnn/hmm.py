@@ -35,6 +35,7 @@ __all__ = [
     "lability",
     "sample",
     "log_likelihood",
+    "step_log_likelihoods",
     "brute_force_sequence_probability",
 ]
 
@@ -334,8 +335,51 @@ def one_hot(outputs: np.ndarray, n_outputs: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- likelihood
 
+def step_log_likelihoods(hmm: HMM, outputs: np.ndarray) -> np.ndarray:
+    """Log-probability of each output given the outputs before it: ``log P(o_t | o_1..o_{t-1})``.
+
+    The batched forward algorithm with scaling: the forward vector of every sequence is
+    renormalised at each step, and the normaliser is the conditional probability of that
+    step's output, so nothing underflows however long the sequences are (the logarithms of
+    the normalisers are the log-space forward algorithm's increments). Vectorised over
+    sequences; one loop over time steps.
+
+    Args:
+        hmm: the model.
+        outputs: (n, L) integer outputs in ``[0, K)``; a 1-D array is one sequence.
+
+    Returns:
+        (n, L) natural-log conditional probabilities; their cumulative sum along a row is the
+        log-likelihood of each prefix. At an impossible output the entry is ``-inf``, and
+        every later entry of that row is ``-inf`` too (the sequence has probability 0).
+    """
+    outputs = np.atleast_2d(np.asarray(outputs))
+    if outputs.ndim != 2:
+        raise ValueError(f"outputs must be a (n, L) array of integers, got shape {outputs.shape}")
+    if outputs.size and not np.issubdtype(outputs.dtype, np.integer):
+        raise ValueError(f"outputs must be integers, got dtype {outputs.dtype}")
+    if outputs.size and (outputs.min() < 0 or outputs.max() >= hmm.n_outputs):
+        raise ValueError(f"outputs must lie in [0, {hmm.n_outputs}), got range [{outputs.min()}, {outputs.max()}]")
+    n, length = outputs.shape
+    steps = np.zeros((n, length))
+    if length == 0 or n == 0:
+        return steps
+    emission_t = np.ascontiguousarray(hmm.emission.T)  # (K, M)
+    alpha = hmm.start[None, :] * emission_t[outputs[:, 0]]  # (n, M)
+    with np.errstate(divide="ignore"):
+        for t in range(length):
+            if t > 0:
+                alpha = (alpha @ hmm.transition) * emission_t[outputs[:, t]]
+            scale = alpha.sum(axis=1)
+            steps[:, t] = np.log(scale)
+            alpha = alpha / np.where(scale > 0, scale, 1.0)[:, None]
+    return steps
+
+
 def log_likelihood(hmm: HMM, outputs: np.ndarray) -> np.ndarray:
     """Log-probability of each output sequence under the HMM (forward algorithm, scaled).
+
+    The sum over steps of :func:`step_log_likelihoods`.
 
     Args:
         hmm: the model.
@@ -344,22 +388,7 @@ def log_likelihood(hmm: HMM, outputs: np.ndarray) -> np.ndarray:
     Returns:
         (n,) natural-log likelihoods (``-inf`` for impossible sequences).
     """
-    outputs = np.atleast_2d(np.asarray(outputs))
-    if outputs.size and (outputs.min() < 0 or outputs.max() >= hmm.n_outputs):
-        raise ValueError(f"outputs must lie in [0, {hmm.n_outputs}), got range [{outputs.min()}, {outputs.max()}]")
-    n, length = outputs.shape
-    loglik = np.zeros(n)
-    if length == 0:
-        return loglik
-    alpha = hmm.start[None, :] * hmm.emission[:, outputs[:, 0]].T  # (n, M)
-    with np.errstate(divide="ignore"):
-        for t in range(length):
-            if t > 0:
-                alpha = (alpha @ hmm.transition) * hmm.emission[:, outputs[:, t]].T
-            scale = alpha.sum(axis=1)
-            loglik += np.log(scale)
-            alpha = alpha / np.where(scale > 0, scale, 1.0)[:, None]
-    return loglik
+    return step_log_likelihoods(hmm, outputs).sum(axis=1)
 
 
 def brute_force_sequence_probability(hmm: HMM, outputs: np.ndarray) -> float:

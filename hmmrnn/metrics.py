@@ -1,4 +1,7 @@
-"""Emission-fit statistics: how well a network's output sequences match its HMM (PAPER.md §4).
+"""Emission-fit statistics: how well a network's output sequences match its HMM.
+
+The paper (Torre et al., NeurIPS 2025) shows them in its figure on the fit of the emission
+statistics: transition-matrix errors, marginals, lability and matched distances.
 
 Notation: ``K`` outputs; sampled output sequences are integer arrays ``outputs`` of shape
 (n, L) (n sequences of L steps, values in ``[0, K)``). Every function here is vectorised
@@ -43,6 +46,7 @@ from . import paper
 from .hmm import HMM, one_hot, output_marginals, output_transition_matrix, sample
 from .hmm import lability as exact_lability
 from .sinkhorn import epsilon_schedule, onehot_diameter, sinkhorn_divergence
+from .model import NONFINITE_OUTPUT, NonFiniteStates, NonFiniteStatesError
 
 __all__ = [
     "FREQUENT_OUTPUT_THRESHOLD",
@@ -90,7 +94,7 @@ def frequent_outputs(hmm: HMM) -> tuple[int, ...]:
 
 
 def default_eval_length(hmm: HMM) -> int:
-    """The paper's evaluation length (PAPER.md §4): 100 for the linear chains (its grid of
+    """The paper's evaluation length (its fit-quality figure): 100 for the linear chains (its grid of
     fits), the training sequence length for the fully connected and cyclic targets."""
     if hmm.name.startswith("linear") or hmm.seq_len is None:
         return DEFAULT_EVAL_LENGTH
@@ -124,6 +128,8 @@ def _as_outputs(outputs: np.ndarray | torch.Tensor, n_outputs: int | None = None
         if not np.all(array == np.round(array)):
             raise ValueError(f"{name} must hold integers, got dtype {array.dtype} with fractional values")
         array = array.astype(np.int64)
+    if array.size and np.any(array == NONFINITE_OUTPUT):
+        raise NonFiniteStatesError(name, NonFiniteStates.from_mask(array == NONFINITE_OUTPUT))
     if n_outputs is not None and array.size and (array.min() < 0 or array.max() >= n_outputs):
         raise ValueError(f"{name} must lie in [0, {n_outputs}), got range [{array.min()}, {array.max()}]")
     return array.astype(np.int64, copy=False)
@@ -460,6 +466,10 @@ def sample_rnn_outputs(model: torch.nn.Module, n: int, length: int, generator: t
 
     Rolls out in chunks of ``chunk`` sequences (to bound memory: a chunk holds
     ``chunk * length * (H + D)`` floats), all drawn from ``generator`` in turn.
+
+    Raises:
+        NonFiniteStatesError: some states are not finite (how many, from which step); their
+            outputs are undefined and are never returned as outputs.
     """
     if n < 0 or length < 0:
         raise ValueError(f"n and length must be non-negative, got {n}, {length}")
@@ -468,6 +478,8 @@ def sample_rnn_outputs(model: torch.nn.Module, n: int, length: int, generator: t
         for start in range(0, n, chunk):
             count = min(chunk, n - start)
             out[start : start + count] = model.rollout(count, length, generator).outputs.cpu().numpy()
+    if out.size and np.any(out == NONFINITE_OUTPUT):
+        raise NonFiniteStatesError("the network's sampled sequences", NonFiniteStates.from_mask(out == NONFINITE_OUTPUT))
     return out
 
 
@@ -504,6 +516,8 @@ def heldout_sinkhorn(model: torch.nn.Module, hmm_outputs: np.ndarray | torch.Ten
             count = chunk.shape[0]
             y = torch.from_numpy(one_hot(chunk, n_outputs).reshape(count, -1)).to(device)
             rnn = model.rollout(count, length, generator).outputs
+            if bool((rnn == NONFINITE_OUTPUT).any()):
+                raise NonFiniteStatesError("the network's generated sequences", NonFiniteStates.from_mask(rnn == NONFINITE_OUTPUT))
             x = torch.nn.functional.one_hot(rnn, n_outputs).to(y.dtype).reshape(count, -1)
             schedule = epsilon_schedule(onehot_diameter(y), blur)
             total += float(sinkhorn_divergence(x, y, eps_list=schedule)) * count
@@ -786,6 +800,10 @@ def evaluate(checkpoint: Any, n: int = 5000, length: int | None = None, seed: in
         seed: seed of all the samples.
         device: torch device of the rollout.
         matched: also compute the matched distance and its baseline (the slowest part).
+
+    Raises:
+        NonFiniteStatesError: the network's states are not finite in some of the n sequences
+            (how many, from which step); such a step has no output, so no report is made.
     """
     from .checkpoints import Checkpoint, load
 

@@ -1,4 +1,4 @@
-"""The noise-driven vanilla ReLU RNN of the paper (PAPER.md §3).
+"""The noise-driven vanilla ReLU RNN of the paper (Torre et al., NeurIPS 2025: its model and training setup, Methods).
 
     h_t = ReLU(W_rec h_{t-1} + W_in x_t),   x_t ~ N(0, s^2 I_D) i.i.d.,   logits_t = W_out h_t
 
@@ -12,11 +12,17 @@ state after the (t+1)-th input); the initial state h_0 is not part of the trajec
 
 Weights travel as :class:`RNNWeights` (three float32 NumPy arrays): framework-neutral,
 the format of checkpoints, and the thing interventions copy and modify.
+
+Non-finite states: a state that overflows (inf, then NaN) has no output. A simulation that
+turns logits into outputs marks such a step :data:`NONFINITE_OUTPUT` (-1), never a real
+output, and :class:`NonFiniteStates` says how many there are and from which step;
+statistics that count outputs raise :class:`NonFiniteStatesError` instead of counting them.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -31,7 +37,72 @@ __all__ = [
     "numpy_rollout_hidden",
     "hard_gumbel_softmax",
     "H0_MODES",
+    "NONFINITE_OUTPUT",
+    "NonFiniteStates",
+    "NonFiniteStatesError",
+    "nonfinite_steps",
+    "mark_nonfinite",
 ]
+
+NONFINITE_OUTPUT = -1  # the "output" of a step whose state is not finite: no output at all
+
+
+@dataclass(frozen=True)
+class NonFiniteStates:
+    """Where the states of a batch of simulated sequences are not finite.
+
+    A step counts when any of its logits is NaN or infinite (the state overflowed, or is so
+    large that the readout does). Its output is undefined.
+
+    Attributes:
+        sequences: sequences with at least one such step.
+        steps: such steps, all sequences together.
+        n_sequences, length: the batch's size, (n_sequences, length).
+        first_step: the earliest such step of any sequence, counting the first simulated
+            step as 1 (0 when there is none).
+    """
+
+    sequences: int
+    steps: int
+    n_sequences: int
+    length: int
+    first_step: int
+
+    @classmethod
+    def from_mask(cls, mask: "np.ndarray | torch.Tensor") -> "NonFiniteStates":
+        """From a (B, L) boolean mask of non-finite steps."""
+        m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        m = m.reshape(-1, m.shape[-1]) if m.ndim >= 1 and m.size else np.zeros((0, 0), dtype=bool)
+        columns = np.flatnonzero(m.any(axis=0))
+        return cls(int(m.any(axis=1).sum()), int(m.sum()), int(m.shape[0]), int(m.shape[1]),
+                   int(columns[0]) + 1 if columns.size else 0)
+
+    def __bool__(self) -> bool:
+        return self.steps > 0
+
+    def describe(self) -> str:
+        """One sentence: how many sequences and steps, from which step."""
+        total = self.n_sequences * self.length
+        return (f"{self.sequences} of {self.n_sequences} sequences have non-finite states "
+                f"({self.steps} of {total} steps, {self.steps / max(total, 1):.1%}), the first from step {self.first_step}")
+
+
+class NonFiniteStatesError(FloatingPointError):
+    """Outputs were asked of states that are not finite (see :class:`NonFiniteStates`)."""
+
+    def __init__(self, what: str, states: NonFiniteStates) -> None:
+        super().__init__(f"{what}: {states.describe()}; a non-finite state has no output, so none is counted")
+        self.states = states
+
+
+def nonfinite_steps(logits: torch.Tensor) -> torch.Tensor:
+    """(..., L, K) logits -> (..., L) bool: True where any logit of the step is not finite."""
+    return ~torch.isfinite(logits).all(dim=-1)
+
+
+def mark_nonfinite(outputs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``outputs`` (..., L) with :data:`NONFINITE_OUTPUT` at the steps whose logits are not finite."""
+    return torch.where(nonfinite_steps(logits), torch.full_like(outputs, NONFINITE_OUTPUT), outputs)
 
 H0Mode = Literal["zeros", "normal"]
 H0_MODES: tuple[str, ...] = ("zeros", "normal")
@@ -90,7 +161,8 @@ class Rollout(NamedTuple):
     Fields:
         hidden: (B, L, H) hidden states h_1..h_L.
         logits: (B, L, K) readout ``W_out h_t``.
-        outputs: (B, L) int64 sampled outputs (categorical draws from softmax(logits)).
+        outputs: (B, L) int64 sampled outputs (categorical draws from softmax(logits));
+            :data:`NONFINITE_OUTPUT` (-1) at a step whose state is not finite.
         inputs: (B, L, D) the noise that drove the run, or None if not kept.
     """
 
@@ -98,6 +170,11 @@ class Rollout(NamedTuple):
     logits: torch.Tensor
     outputs: torch.Tensor
     inputs: torch.Tensor | None
+
+    @property
+    def nonfinite(self) -> NonFiniteStates:
+        """The steps without an output (non-finite states); falsy when there are none."""
+        return NonFiniteStates.from_mask(nonfinite_steps(self.logits))
 
 
 def hard_gumbel_softmax(logits: torch.Tensor, gumbel: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
@@ -267,7 +344,7 @@ class NoiseRNN(nn.Module):
         hidden = self.hidden_states(inputs, h0)
         logits = self.logits(hidden)
         gumbel = sample_gumbel(tuple(logits.shape), generator, device=logits.device)
-        outputs = (logits + gumbel).argmax(dim=-1)
+        outputs = mark_nonfinite((logits + gumbel).argmax(dim=-1), logits)
         return Rollout(hidden, logits, outputs, inputs if keep_inputs else None)
 
 

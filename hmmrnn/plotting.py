@@ -993,3 +993,60 @@ def plot_null_distribution(
 
 
 __all__ += ["plot_neuron_ranking", "plot_profiles", "plot_null_distribution"]
+
+
+# =========================================================================== is the output an HMM?
+# Companion plot of hmmrnn.emulation and the chapter "Is the output an HMM?" (book/hmm_emulation.ipynb).
+
+
+def plot_dwell_distributions(
+    ax: plt.Axes,
+    edges: np.ndarray,
+    curves: Mapping[str, np.ndarray],
+    *,
+    colors: Mapping[str, str] | None = None,
+    styles: Mapping[str, str] | None = None,
+    xlabel: str = "dwell time (steps)",
+    ylabel: str = "probability per step of duration",
+    ymin: float | None = None,
+    legend: bool = True,
+) -> plt.Axes:
+    """Binned dwell-time distributions as step curves on log-log axes.
+
+    Each bin's probability is divided by its width (a density over durations), so that
+    bins of growing width (:func:`hmmrnn.emulation.dwell_bins`) stay comparable.
+
+    Args:
+        ax: axes to draw on.
+        edges: (B + 1,) bin edges; bin j holds durations ``edges[j] <= d < edges[j + 1]``.
+        curves: label -> (B,) probabilities of the bins (NaN or 0 bins are not drawn).
+        colors, styles: label -> colour / line style (default the style's cycle, solid).
+        xlabel, ylabel: axis texts.
+        ymin: lower limit of the density axis (exact tails reach far below any sample).
+        legend: draw a legend.
+
+    Returns:
+        ax
+    """
+    edges = np.asarray(edges, dtype=float)
+    widths = np.diff(edges)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, probs) in enumerate(curves.items()):
+        probs = np.asarray(probs, dtype=float)
+        if probs.shape != widths.shape:
+            raise ValueError(f"curve {label!r} has {probs.size} bins, the edges define {widths.size}")
+        density = np.where(probs > 0, probs / widths, np.nan)
+        color = (colors or {}).get(label) or cycle[i % len(cycle)]
+        ax.stairs(density, edges, color=color, ls=(styles or {}).get(label, "-"), label=label, lw=1.5, baseline=None)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if ymin is not None:
+        ax.set_ylim(bottom=ymin)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if legend:
+        ax.legend()
+    return ax
+
+
+__all__ += ["plot_dwell_distributions"]

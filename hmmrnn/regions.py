@@ -1,4 +1,4 @@
-"""Local regions of the noise-driven orbit: clusters, kick-zones and transitions (PAPER.md §7).
+"""Local regions of the noise-driven orbit: clusters, kick-zones and transitions (Torre et al., NeurIPS 2025: its results on local dynamics).
 
 A trained network circulates along a closed orbit; the paper splits the states it visits by
 their *residency time* RT(h), the mean number of steps a noisy continuation started at ``h``
@@ -72,7 +72,7 @@ from scipy import special, stats
 
 from . import paper
 from .dynamics import averaged_map
-from .model import NoiseRNN, RNNWeights
+from .model import NONFINITE_OUTPUT, NoiseRNN, NonFiniteStates, RNNWeights
 
 __all__ = [
     "REGION_NAMES",
@@ -188,8 +188,15 @@ class RecordedRun(NamedTuple):
 
     @property
     def outputs(self) -> np.ndarray:
-        """(N,) argmax output of each state."""
-        return self.logits.argmax(axis=1)
+        """(N,) argmax output of each state; :data:`~hmmrnn.model.NONFINITE_OUTPUT` (-1) where
+        the state is not finite (it has no output)."""
+        finite = np.isfinite(self.logits).all(axis=1)
+        return np.where(finite, self.logits.argmax(axis=1), NONFINITE_OUTPUT)
+
+    @property
+    def nonfinite(self) -> NonFiniteStates:
+        """The states without an output (not finite): how many, from which step; falsy if none."""
+        return NonFiniteStates.from_mask(~np.isfinite(self.logits).all(axis=1)[None])
 
     @property
     def confidence(self) -> np.ndarray:
@@ -239,11 +246,12 @@ def recorded_run(
         h = model.step(h, x[t : t + 1])
         states[t + 1] = h[0]
     hidden = states[burn_in + 1 :]
+    logits = model.logits(hidden)
     return RecordedRun(
         hidden=hidden.cpu().numpy(),
         prev_hidden=states[burn_in:-1].cpu().numpy(),
         inputs=x[burn_in:].cpu().numpy(),
-        logits=model.logits(hidden).cpu().numpy(),
+        logits=logits.cpu().numpy(),
         noise_scale=float(noise_scale),
     )
 
@@ -352,7 +360,7 @@ class _FusedSim:
         # uninitialised memory would be NaN (it made the first logits NaN now and then)
         self.A = torch.zeros(H + K + self.D, h.shape[0], dtype=h.dtype, device=h.device)
         self.A[:H] = h.T
-        self.B = torch.empty_like(self.A)
+        self.B = torch.zeros_like(self.A)  # its input rows are read, without a draw, at the last step
 
     def draw(self, generator: torch.Generator, noise_scale: float) -> None:
         x = self.A[self.H + self.K :].normal_(generator=generator)
@@ -371,7 +379,9 @@ class _FusedSim:
 
     def select(self, keep: torch.Tensor) -> None:
         self.A = torch.index_select(self.A, 1, keep)
-        self.B = torch.empty_like(self.A)
+        # zeros, not empty: after the swap these input rows feed the logits rows (0 x NaN = NaN)
+        # at the final step, which draws no input; uninitialised memory made its logits NaN
+        self.B = torch.zeros_like(self.A)
 
 
 def _argmax(logits: torch.Tensor) -> torch.Tensor:

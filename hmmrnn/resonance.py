@@ -1,4 +1,4 @@
-"""Stochastic resonance: noise sweeps, and regularity and coherence measures (PAPER.md §9).
+"""Stochastic resonance: noise sweeps, and regularity and coherence measures (Torre et al., NeurIPS 2025: its discussion of self-induced stochastic resonance).
 
 The paper calls the switching of its networks *self-induced stochastic resonance* (SISR) but
 draws no resonance curve. This module measures one: it runs a network, or many variants of

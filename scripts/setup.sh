@@ -24,5 +24,7 @@ echo "[setup] installing hmmrnn with the book and test extras"
 "${PIP[@]}" -e ".[book,test]" 2> >(grep -v "^WARNING: Location" >&2)
 "$VENV/bin/python" - <<'PY'
 import torch, geomloss, hmmrnn
+from hmmrnn.bookhtml import mathjax_source
 print(f"[setup] ok: torch {torch.__version__} (cuda available: {torch.cuda.is_available()}), geomloss {geomloss.__version__}, hmmrnn {hmmrnn.__version__}")
+print(f"[setup] MathJax for the book (served offline): {mathjax_source()}")
 PY

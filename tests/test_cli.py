@@ -93,3 +93,44 @@ def test_parser_defaults_are_the_papers():
     assert (args.hidden, args.input, args.epochs, args.batch, args.n_sequences) == (150, 100, 500, 4096, 30000)
     assert (args.lr, args.beta2, args.blur, args.tau, args.seq_len, args.h0) == (1e-3, 0.9, 0.2, 1.0, None, "zeros")
     assert args.clip is None  # resolved per target: 0.9, or 0.3 for fully3 / cyclic4
+
+
+def _all_actions(parser, name="hmmrnn"):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _all_actions(sub, f"{name} {sub_name}")
+        else:
+            yield name, action
+
+
+def test_every_flag_and_argument_has_help_text():
+    import argparse
+
+    missing = [(name, action.option_strings or action.dest) for name, action in _all_actions(build_parser())
+               if not action.help or action.help == argparse.SUPPRESS]
+    assert missing == []
+
+
+def test_train_help_describes_the_flags():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    for flag, words in [("--epochs", "epochs to train"), ("--seed", "seed of the data"), ("--batch", "sequences per batch"),
+                        ("--lr", "learning rate"), ("--val-every", "validate")]:
+        assert flag in result.stdout and words in result.stdout, flag
+
+
+def test_train_talks_when_its_output_is_a_file(tmp_path):
+    """Output to a pipe (not a terminal): the settings, whether it compiles and why, a line per validation."""
+    result = run_cli("train", "--hmm", "linear2", "--hidden", "8", "--input", "4", "--epochs", "3", "--n-sequences", "60",
+                     "--batch", "20", "--seq-len", "10", "--val-every", "2", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("train linear2: H=8 D=4, epochs 1..3, 20 training sequences in batches of 20")
+    assert lines[1] == ("torch.compile: no, batches of 20 sequences are below 1024, where compiling would not pay off "
+                        "(--compile forces it)")
+    assert [line.split()[1] for line in lines[2:5]] == ["1", "2", "3"]  # the first epoch, then validations
+    assert all(line.endswith("s/epoch)") for line in lines[2:5])
+    assert lines[5].startswith('{"out": ')

@@ -1,8 +1,9 @@
 """Tests of hmmrnn.hmm: validation, the paper's six targets, exact statistics, sampler, likelihood.
 
-Reference values come from PAPER.md §2 (exact matrices and statistics), from brute-force
-enumeration over every hidden path of tiny HMMs (written here, independently of the
-package), and from a log-space forward recursion written here.
+Reference values come from the paper's definition of its targets (its Methods: exact
+matrices and statistics), from brute-force enumeration over every hidden path of tiny HMMs
+(written here, independently of the package), and from a log-space forward recursion
+written here.
 """
 
 from __future__ import annotations
@@ -167,10 +168,10 @@ def test_linear_chain_needs_two_states():
             linear_chain(bad)
 
 
-# --------------------------------------------------------------------------- the six targets (PAPER.md §2)
+# --------------------------------------------------------------------------- the six targets (the paper's Methods)
 
 EXPECTED_SEQ_LEN = {"linear2": 100, "linear3": 30, "linear4": 30, "linear5": 40, "fully3": 30, "cyclic4": 40}
-# PAPER.md §2 table: q, interior stay, end stay (rounded as printed)
+# the paper's table of the linear chains: q, interior stay, end stay (rounded as printed)
 PAPER_TABLE = {2: (0.05, None, 0.95), 3: (0.2236, 0.553, 0.776), 4: (0.3684, 0.263, 0.632), 5: (0.4729, 0.054, 0.527)}
 
 

@@ -10,6 +10,7 @@ import torch
 
 from hmmrnn.hmm import get_hmm, one_hot, sample
 from hmmrnn.sinkhorn import (
+    binary_sinkhorn,
     epsilon_schedule,
     geomloss_divergence,
     max_diameter,
@@ -207,3 +208,92 @@ def test_epsilon_schedule_errors():
         epsilon_schedule(1.0, 0.0)
     with pytest.raises(ValueError, match="diameter"):
         epsilon_schedule(-1.0, 0.2)
+
+
+# --------------------------------------------------------------------------- binary clouds (the training path)
+
+
+def binary_value_and_grad(x, y, compiled=False, **kwargs):
+    schedule = epsilon_schedule(max_diameter(x, y), 0.2)
+    result = binary_sinkhorn(x, y, schedule, with_grad=True, compiled=compiled, **kwargs)
+    return result.value, result.grad
+
+
+@pytest.mark.parametrize("name, n, m, length", [("linear3", 256, 384, 10), ("linear2", 200, 200, 30), ("cyclic4", 300, 128, 8)])
+def test_binary_sinkhorn_equals_geomloss_and_autograd_float64(name, n, m, length):
+    # same algorithm, closed-form gradient: in float64 value and gradient agree to rounding
+    x, y = onehot_clouds(n, m, name=name, length=length, seed=n, dtype=torch.float64)
+    v_ref, g_ref = value_and_grad(geomloss_divergence, x, y)
+    v, g = binary_value_and_grad(x, y)
+    assert float(v) == pytest.approx(float(v_ref), rel=1e-12)
+    assert float((g - g_ref).norm() / g_ref.norm()) < 1e-10
+    assert float(v_ref) > 0 and float(g_ref.norm()) > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binary_sinkhorn_float32_agrees_with_geomloss(seed):
+    # float32: the two differ only by rounding (observed: value ~1e-7, gradient ~3e-6)
+    x, y = onehot_clouds(256, 256, name="linear3", length=12, seed=seed)
+    v_ref, g_ref = value_and_grad(geomloss_divergence, x, y)
+    v, g = binary_value_and_grad(x, y)
+    assert float(v) == pytest.approx(float(v_ref), rel=1e-5)
+    assert float((g - g_ref).norm() / g_ref.norm()) < 3e-5
+
+
+def test_binary_sinkhorn_compiled_passes_equal_eager_passes():
+    # the passes train() runs under torch.compile: the same numbers as the eager row blocks
+    x, y = onehot_clouds(300, 200, name="linear2", length=15, seed=5)
+    v_eager, g_eager = binary_value_and_grad(x, y, compiled=False)
+    v_comp, g_comp = binary_value_and_grad(x, y, compiled=True)
+    assert float(v_comp) == pytest.approx(float(v_eager), rel=1e-6)
+    assert float((g_comp - g_eager).norm() / g_eager.norm()) < 1e-5
+    x64, y64 = x.double(), y.double()
+    v_ref, g_ref = value_and_grad(geomloss_divergence, x64, y64)
+    v64, g64 = binary_value_and_grad(x64, y64, compiled=True)
+    assert float(v64) == pytest.approx(float(v_ref), rel=1e-12)
+    assert float((g64 - g_ref).norm() / g_ref.norm()) < 1e-10
+
+
+def test_binary_sinkhorn_precomputed_self_term_and_no_grad():
+    x, y = onehot_clouds(128, 160, seed=6, dtype=torch.float64)
+    schedule = epsilon_schedule(max_diameter(x, y), 0.2)
+    y_self = self_transport_term(y, schedule)
+    full = binary_sinkhorn(x, y, schedule, with_grad=True)
+    given = binary_sinkhorn(x, y, schedule, y_self_term=y_self, with_grad=True)
+    value_only = binary_sinkhorn(x, y, schedule)
+    assert value_only.grad is None
+    assert float(given.value) == pytest.approx(float(full.value), rel=1e-12)
+    assert float(value_only.value) == pytest.approx(float(full.value), rel=1e-12)
+    torch.testing.assert_close(given.grad, full.grad, rtol=0, atol=0)
+
+
+def test_binary_sinkhorn_general_binary_and_wide_clouds():
+    # not one-hot (rows with different numbers of ones), and rows with > 255 ones (no byte counts)
+    gen = torch.Generator().manual_seed(7)
+    for d, p in ((40, 0.3), (600, 0.5)):
+        x = (torch.rand(90, d, generator=gen) < p).double()
+        y = (torch.rand(110, d, generator=gen) < p * 0.8).double()
+        v_ref, g_ref = value_and_grad(geomloss_divergence, x, y)
+        v, g = binary_value_and_grad(x, y)
+        assert float(v) == pytest.approx(float(v_ref), rel=1e-10)
+        assert float((g - g_ref).norm() / g_ref.norm()) < 1e-9
+
+
+def test_binary_sinkhorn_of_identical_clouds_is_zero():
+    x, _ = onehot_clouds(200, 1, seed=8, dtype=torch.float64)
+    value, grad = binary_value_and_grad(x, x.clone())
+    assert abs(float(value)) < 1e-10
+    assert float(grad.abs().max()) < 1e-8
+
+
+def test_binary_sinkhorn_rejects_non_binary_points():
+    x, y = onehot_clouds(20, 20, seed=9)
+    schedule = epsilon_schedule(max_diameter(x, y), 0.2)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        binary_sinkhorn(x * 0.5, y, schedule)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        binary_sinkhorn(x, y + 1e-3, schedule)
+    with pytest.raises(ValueError, match="same D"):
+        binary_sinkhorn(x, y[:, :-1], schedule)
+    with pytest.raises(ValueError, match="at least one temperature"):
+        binary_sinkhorn(x, y, ())

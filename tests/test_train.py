@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -87,7 +89,7 @@ def reference(tmp_path_factory):
 
 def test_run_writes_a_valid_checkpoint(reference):
     folder, checkpoint, out = reference
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "last.npz", "resume.pt", "snapshots.npz", "weights.npz"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "last.npz", "resume.npz", "snapshots.npz", "weights.npz"]
     loaded = load(folder)
     np.testing.assert_array_equal(loaded.weights.W_rec, checkpoint.weights.W_rec)
     assert loaded.rnn == {"input_size": 4, "hidden_size": 8, "h0": "zeros"}
@@ -165,7 +167,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(reference, tmp_path, r
     folder = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         train(config, folder, progress=False, stop_after=stop_after)
-    assert (folder / "resume.pt").exists() and not (folder / "weights.npz").exists()
+    assert (folder / "resume.npz").exists() and not (folder / "weights.npz").exists()
     lines: list[str] = []
     train(config, folder, resume=True, progress=False, log=lines.append)
     assert any(line.startswith("resumed") and f"at epoch {stop_after - stop_after % resume_every}" in line for line in lines)
@@ -348,3 +350,36 @@ def test_hmm_validation_floor_shrinks_with_the_batch_and_rejects_bad_sizes():
     assert large < small
     with pytest.raises(ValueError, match="batch_size"):
         hmm_validation_floor(target, np.random.default_rng(0), batch_size=0)
+
+
+def test_log_says_settings_and_compile_decision_then_a_line_per_validation(tmp_path):
+    lines: list[str] = []
+    train(tiny(epochs=4, val_every=2), tmp_path / "run", progress=False, log=lines.append)
+    assert lines[0].startswith("train linear2: H=8 D=4, epochs 1..4, 20 training sequences in batches of 16, cpu")
+    assert lines[1] == "torch.compile: no, asked not to (--no-compile)"
+    # epoch 1 (the first, to show the time per epoch), then the validations at 2 and 4
+    assert [line.split()[1] for line in lines[2:]] == ["1", "2", "4"]
+    assert "(validation every 2;" in lines[2] and lines[2].endswith("s/epoch)")
+    for line in lines[3:]:
+        assert re.fullmatch(r"epoch +\d+  train +[\d.]+  val +[\d.]+  best +[\d.]+ @ \d+  \([\d.]+ s/epoch\)", line), line
+
+
+def test_log_speaks_at_least_every_quiet_seconds_without_a_bar(tmp_path, monkeypatch):
+    import hmmrnn.train as train_module
+
+    monkeypatch.setattr(train_module, "QUIET_SECONDS", 0.0)  # every epoch is "quiet for long enough"
+    lines: list[str] = []
+    train(tiny(epochs=4, val_every=3), tmp_path / "run", progress=False, log=lines.append)
+    assert [line.split()[1] for line in lines[2:]] == ["1", "2", "3", "4"]
+    assert [" val " in line for line in lines[2:]] == [False, False, True, True]
+
+
+def test_compile_reason_names_the_rule():
+    from hmmrnn.train import COMPILE_MIN_BATCH, compile_reason
+
+    cpu = torch.device("cpu")
+    assert compile_reason(tiny(compile=True), cpu) == (True, "asked for (--compile)")
+    small, why = compile_reason(tiny(compile=None, batch_size=COMPILE_MIN_BATCH - 1), cpu)
+    assert small is False and f"below {COMPILE_MIN_BATCH}" in why
+    big, why = compile_reason(tiny(compile=None, batch_size=COMPILE_MIN_BATCH), cpu)
+    assert "C compiler" in why and big is bool(shutil.which("cc") or shutil.which("gcc"))

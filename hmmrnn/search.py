@@ -1,0 +1,179 @@
+"""The seed search made explicit: watch a training run for its bifurcation, stop it by a stated rule.
+
+The authors re-seeded their five-state runs until they bifurcated (their released run folders
+name the seeds kept: for |h| = 150, d = 100, seeds 4, 19 and 20) and never said how often
+that failed. Here the rule is code, applied while a run trains:
+
+* **Bifurcation.** Detected as chapters "Global dynamics" and "Compositionality" detect it:
+  the transition rate of the network's own noise-driven run (1 / mean dwell of the argmax
+  output; :func:`hmmrnn.dynamics.snapshot_dynamics` on the current weights) is located by
+  the midpoint rule (:func:`hmmrnn.dynamics.detect_transition`) between its early plateau
+  (``early`` epochs) and its level over the last ``final_count`` checks; the run has
+  bifurcated when that final level is below ``drop`` (0.5) times the early plateau.
+* **Early stop.** ``no_bifurcation_by = E``: a run that has not bifurcated at its first check
+  at or after epoch E ends there (``results["stop_reason"] = "no bifurcation by epoch E"``).
+
+:class:`BifurcationRule` is a check for ``hmmrnn.train.train(..., check=rule)``: it records
+the rate and the running verdict of every check in the run's history (``check_rate``,
+``check_bifurcated``), so a resumed run decides on the same numbers. The search itself (seeds
+in order until K runs bifurcate) is driven by :mod:`hmmrnn.sweep`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoints import Snapshots
+from .dynamics import detect_transition, snapshot_dynamics
+from .model import RNNWeights
+from .train import CheckResult
+
+__all__ = ["Bifurcation", "training_bifurcation", "BifurcationRule"]
+
+
+class Bifurcation(NamedTuple):
+    """The verdict of :func:`training_bifurcation`.
+
+    Fields:
+        found: the final level of the rate is below ``drop`` times its early plateau.
+        epoch: the bifurcation epoch by the midpoint rule (NaN when not found).
+        early_level: median rate over the early window (NaN before the window is filled).
+        final_level: median rate over the last ``final_count`` checks (NaN when too few
+            checks lie after the early window).
+    """
+
+    found: bool
+    epoch: float
+    early_level: float
+    final_level: float
+
+
+def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early: tuple[float, float] = (10, 30),
+                         final_count: int = 5, drop: float = 0.5) -> Bifurcation:
+    """Has the transition rate of a training run dropped from its early plateau (a bifurcation)?
+
+    The rule of chapter "Compositionality": :func:`hmmrnn.dynamics.detect_transition` on
+    ``(epochs, rates)``, and found when ``final_level < drop * early_level``. Undecided (not
+    found, NaN levels) while fewer than ``final_count`` checks lie after the early window or
+    while the early window or the last ``final_count`` rates are all NaN (a diverged run).
+
+    Args:
+        epochs: (n,) epochs of the checks, increasing.
+        rates: (n,) transition rate at each (NaN where the run's activity diverged).
+        early: the early plateau's epochs (inclusive).
+        final_count: checks that define the final level.
+        drop: the final level must fall below this fraction of the early plateau.
+    """
+    e = np.asarray(epochs, dtype=np.float64)
+    r = np.asarray(rates, dtype=np.float64)
+    if e.shape != r.shape or e.ndim != 1:
+        raise ValueError(f"epochs and rates must be 1-D and equal length, got {e.shape}, {r.shape}")
+    if final_count < 1 or not 0 < drop < 1:
+        raise ValueError(f"need final_count >= 1 and 0 < drop < 1, got {final_count}, {drop}")
+    in_early = (e >= early[0]) & (e <= early[1])
+    undecided = Bifurcation(False, math.nan, math.nan, math.nan)
+    if int((e > early[1]).sum()) < final_count or not np.isfinite(r[in_early]).any() or not np.isfinite(r[-final_count:]).any():
+        return undecided
+    jump = detect_transition(e, r, early=early, final_count=final_count)
+    found = bool(jump.final_level < drop * jump.early_level)
+    return Bifurcation(found, jump.epoch if found else math.nan, jump.early_level, jump.final_level)
+
+
+@dataclass(frozen=True)
+class BifurcationRule:
+    """Watch a run's transition rate at every validation; stop it if it has no bifurcation by an epoch.
+
+    Attributes:
+        no_bifurcation_by: stop a run not bifurcated at its first check at or after this epoch
+            (None: only watch, never stop).
+        early: epochs of the early plateau (inclusive; the chapters use 10-30).
+        final_count: checks that define the final level (with validation every 5 epochs, 5
+            checks are the last 25 epochs).
+        drop: bifurcated when the final level is below this fraction of the early plateau.
+        n_traj, n_steps, burn_in: the noise-driven run of each check (10 x 500 steps after 100,
+            as chapter "Global dynamics": the paper's 5,000 steps per snapshot).
+        seed: seed of that run's noise; the same noise at every check (common random numbers).
+    """
+
+    no_bifurcation_by: int | None = None
+    early: tuple[int, int] = (10, 30)
+    final_count: int = 5
+    drop: float = 0.5
+    n_traj: int = 10
+    n_steps: int = 500
+    burn_in: int = 100
+    seed: int = 0
+
+    def validate(self) -> "BifurcationRule":
+        """Raise ValueError naming the first bad setting; return self."""
+        if len(self.early) != 2 or not 0 <= self.early[0] <= self.early[1]:
+            raise ValueError(f"early must be two epochs 0 <= first <= last, got {self.early!r}")
+        for name in ("final_count", "n_traj", "n_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_steps < 2:
+            raise ValueError(f"n_steps must be at least 2, got {self.n_steps}")
+        if not isinstance(self.burn_in, (int, np.integer)) or self.burn_in < 0:
+            raise ValueError(f"burn_in must be an integer >= 0, got {self.burn_in!r}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not (isinstance(self.drop, (int, float)) and 0 < self.drop < 1):
+            raise ValueError(f"drop must be a number in (0, 1), got {self.drop!r}")
+        if self.no_bifurcation_by is not None and (not isinstance(self.no_bifurcation_by, (int, np.integer))
+                                                   or self.no_bifurcation_by <= self.early[1]):
+            raise ValueError(f"no_bifurcation_by must be an epoch after the early window {tuple(self.early)}, "
+                             f"got {self.no_bifurcation_by!r}")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["early"] = list(self.early)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BifurcationRule":
+        """The inverse of :meth:`as_dict`; unknown keys raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown stopping-rule settings {unknown}; known: {sorted(known)}")
+        values = dict(d)
+        if "early" in values:
+            values["early"] = tuple(values["early"])
+        return cls(**values).validate()
+
+    def transition_rate(self, weights: RNNWeights) -> float:
+        """Transition rate of ``weights`` under its own noise (NaN if the activity diverged)."""
+        snaps = Snapshots(np.zeros(1, dtype=np.int64), weights.W_in[None], weights.W_rec[None], weights.W_out[None])
+        generator = torch.Generator().manual_seed(int(self.seed))
+        td = snapshot_dynamics(snaps, generator, n_traj=self.n_traj, n_steps=self.n_steps, burn_in=self.burn_in, n_eig=1)
+        return float(td.transition_rate[0])
+
+    def decide(self, epochs: Sequence[float], rates: Sequence[float], found_before: bool = False) -> tuple[Bifurcation, str | None]:
+        """The verdict at the last of ``epochs``, and the reason to stop there (None: go on).
+
+        Args:
+            epochs, rates: every check so far, the current one last.
+            found_before: an earlier check already found the bifurcation (then never stop).
+        """
+        status = training_bifurcation(epochs, rates, tuple(self.early), self.final_count, self.drop)
+        epoch = float(epochs[-1])
+        by = self.no_bifurcation_by
+        stop = f"no bifurcation by epoch {by}" if by is not None and epoch >= by and not (found_before or status.found) else None
+        return status, stop
+
+    def __call__(self, epoch: int, weights: RNNWeights, history: dict[str, list]) -> CheckResult:
+        """The check ``train`` calls after each validation: measure the rate, decide, record."""
+        rate = self.transition_rate(weights)
+        epochs = [*history.get("check_epoch", []), epoch]
+        rates = [*history.get("check_rate", []), rate]
+        found_before = any(bool(v) for v in history.get("check_bifurcated", []))
+        status, stop = self.decide(epochs, rates, found_before)
+        return CheckResult({"rate": rate, "bifurcated": float(found_before or status.found)}, stop)
