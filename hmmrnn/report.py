@@ -921,11 +921,11 @@ class ClaimRecorder:
 
 SUMMARY_CSS = (
     "table.hmmrnn-summary{width:100%;max-width:1280px;table-layout:fixed;border-collapse:collapse;font-size:90%}"
-    "table.hmmrnn-summary th,table.hmmrnn-summary td{white-space:normal;overflow-wrap:anywhere;"
+    "table.hmmrnn-summary th,table.hmmrnn-summary td{white-space:normal;overflow-wrap:break-word;hyphens:none;"
     "vertical-align:top;text-align:left;padding:2px 6px;border-bottom:1px solid #d0d7de}"
-    "table.hmmrnn-summary col.claim{width:40%}table.hmmrnn-summary col.basis{width:8%}"
-    "table.hmmrnn-summary col.paper,table.hmmrnn-summary col.ours{width:15%}"
-    "table.hmmrnn-summary col.tolerance{width:9%}table.hmmrnn-summary col.result{width:13%}"
+    "table.hmmrnn-summary col.claim{width:33%}table.hmmrnn-summary col.basis{width:11%}"
+    "table.hmmrnn-summary col.paper,table.hmmrnn-summary col.ours{width:14%}"
+    "table.hmmrnn-summary col.tolerance{width:12%}table.hmmrnn-summary col.result{width:16%}"
     "table.hmmrnn-summary tr.claim-fail td{background:#ffebe9}"
     "table.hmmrnn-summary tr.claim-fail td.result{color:#cf222e;font-weight:bold}"
 )

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from hmmrnn.report import SUMMARY_CSS
+
 BOOK = Path(__file__).resolve().parent.parent / "book"
 HIDDEN = {"hide-input", "remove-input", "hide-cell", "remove-cell"}
 
@@ -59,6 +61,8 @@ def _summary_problem(name: str) -> str:
     html = ["".join(o["data"]["text/html"]) for o in shows[0]["outputs"] if "text/html" in o.get("data", {})]
     if len(html) != 1 or '<table class="hmmrnn-summary">' not in html[0]:
         return f"{name}: the summary cell's output is not the HTML table (re-execute the chapter)"
+    if not html[0].startswith(f"<style>{SUMMARY_CSS}</style>"):
+        return f"{name}: the summary table's stored style is not hmmrnn.report.SUMMARY_CSS (re-execute the chapter)"
     return ""
 
 

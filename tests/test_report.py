@@ -542,7 +542,7 @@ def test_summary_html_marks_failing_rows_and_fits_the_page():
     rec.claim("share", -0.0, basis="beyond", description="a share < 1 & more " + "long text " * 30)
     page = rec.summary()._repr_html_()
     assert page == rec.summary()._repr_html_()  # deterministic: no random ids
-    assert "max-width:1280px" in page and "table-layout:fixed" in page and "overflow-wrap:anywhere" in page
+    assert "max-width:1280px" in page and "table-layout:fixed" in page and "overflow-wrap:break-word" in page
     rows = [line for line in page.splitlines() if line.startswith("<tr class=")]
     assert len(rows) == 3
     assert [r.split('"')[1] for r in rows] == ["claim-pass", "claim-fail", "claim-beyond"]
