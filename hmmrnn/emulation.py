@@ -100,20 +100,21 @@ VERDICTS = ("emulates the HMM", "matches pairs only", "differs")
 
 RULE = f"""\
 Decision rule (fixed before any network was analysed; thresholds are module constants):
-  pairs       the paper's fit bar on 5,000 network sequences of the paper's evaluation length:
-              every squared entry of the output transition-matrix error <= 0.02 and the
-              frequent outputs' marginals within 0.03 of the HMM's.
+  pairs       the paper's fit bar on 5,000 network sequences of the paper's evaluation
+              length: every squared entry of the output transition-matrix error <= 0.02
+              and the frequent outputs' marginals within 0.03 of the HMM's.
   likelihood  the {CONFIDENCE:.0%} confidence interval of the per-step log-loss gap (network minus
               HMM control, under the true HMM, at the longest length) lies within
               +-{RATE_TOLERANCE} nats/step.
-  blocks      for every block order n, the network's KL(empirical || exact) minus the mean of
-              the HMM controls', divided by n, is <= {RATE_TOLERANCE} nats/step.
+  blocks      for every block order n, the network's KL(empirical || exact) minus the
+              mean of the HMM controls', divided by n, is <= {RATE_TOLERANCE} nats/step.
   dwell       for every frequent output, the total-variation distance of the binned
-              dwell-time distribution from the exact one, minus the controls' mean, is <= {DWELL_TOLERANCE}.
-  structure   held-out log-likelihood gain of the re-fitted HMM (at its chosen K) over the
-              true HMM, network minus control, is <= {RATE_TOLERANCE} nats/step.
-Verdict: "emulates the HMM" if all five hold; "matches pairs only" if pairs holds and any
-other fails; "differs" if pairs fails. A non-finite number fails its criterion."""
+              dwell-time distribution from the exact one, minus the controls' mean,
+              is <= {DWELL_TOLERANCE}.
+  structure   held-out log-likelihood gain of the re-fitted HMM (at its chosen K) over
+              the true HMM, network minus control, is <= {RATE_TOLERANCE} nats/step.
+Verdict: "emulates the HMM" if all five hold; "matches pairs only" if pairs holds and
+any other fails; "differs" if pairs fails. A non-finite number fails its criterion."""
 
 
 # --------------------------------------------------------------------------- likelihood

@@ -28,7 +28,8 @@ fully connected and cyclic targets, as the paper (:func:`default_eval_length`):
 
 :func:`evaluate` computes all of it for a checkpoint and returns a :class:`FitReport`;
 :func:`format_fit_table` prints it next to the exact values, an HMM sample of the same size
-(what sampling noise alone gives) and the paper's numbers.
+(what sampling noise alone gives) and the paper's numbers; :func:`fit_table` and
+:func:`transition_table` give the same strings as :class:`~hmmrnn.tables.Table` s for a page.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from .hmm import HMM, one_hot, output_marginals, output_transition_matrix, sampl
 from .hmm import lability as exact_lability
 from .sinkhorn import epsilon_schedule, onehot_diameter, sinkhorn_divergence
 from .model import NONFINITE_OUTPUT, NonFiniteStates, NonFiniteStatesError
+from .tables import Table
 
 __all__ = [
     "FREQUENT_OUTPUT_THRESHOLD",
@@ -78,6 +80,8 @@ __all__ = [
     "fit_report",
     "evaluate",
     "format_fit_table",
+    "fit_table",
+    "transition_table",
 ]
 
 FREQUENT_OUTPUT_THRESHOLD = 0.05
@@ -851,11 +855,19 @@ def _matrix_lines(title: str, matrix: np.ndarray, digits: int) -> list[str]:
     return lines
 
 
-def format_fit_table(report: FitReport) -> str:
-    """A fixed-width text table of a :class:`FitReport` (for terminals and notebooks).
+_MATCHED_NOTE = (
+    "matched dist.: mean Euclidean distance between one-hot sequences and their partners in the "
+    "HMM sample under an entropic OT plan (eps 0.1): plan-weighted, or the most likely partner "
+    "(argmax). RNN column: RNN vs HMM sample; HMM sampled column: the baseline, a second HMM "
+    "sample of the same size vs the HMM sample; paper: its baseline (shown for n = 5000, L = 100 only)."
+)
 
-    Columns: quantity | RNN | HMM exact | HMM sampled (same n and L) | paper. Then the RNN,
-    exact and squared-error transition matrices side by side, then PASS/FAIL per check.
+
+def _fit_rows(report: FitReport) -> list[list[str]]:
+    """The rows of the fit table, formatted: quantity | RNN | HMM exact | HMM sampled | paper.
+
+    Probabilities to 4 decimals, squared errors to 6, changes per sequence and distances to 3;
+    ``-`` where a source has no such number, ``nan`` where it is undefined.
     """
     p = report.paper
     k = len(report.hmm_exact.marginals)
@@ -878,18 +890,39 @@ def format_fit_table(report: FitReport) -> str:
     rows.append(("matched dist. (plan)", report.matched_distance, None, report.matched_distance_baseline, None))
     rows.append(("matched dist. (argmax)", report.matched_distance_argmax, None,
                  report.matched_distance_baseline_argmax, p.get("matched_distance_baseline")))
+    out = []
+    for label, *values in rows:
+        digits = 6 if "error" in label else (3 if "changes" in label or "dist" in label else 4)
+        out.append([label] + [_fmt(v, digits) for v in values])
+    return out
 
+
+def _check_lines(report: FitReport) -> list[str]:
+    """PASS/FAIL and the description of every check of the fit bar, then the overall verdict."""
+    lines = [f"{'PASS' if ok else 'FAIL'}  {key}: {CHECK_DESCRIPTIONS.get(key, key)}" for key, ok in report.checks.items()]
+    return lines + [f"overall: {'PASS' if report.passes else 'FAIL'}"]
+
+
+def _fit_title(report: FitReport) -> str:
+    return f"Emission fit: {report.name}  (n={report.n} sequences of L={report.length}, seed={report.seed})"
+
+
+def format_fit_table(report: FitReport) -> str:
+    """A fixed-width text table of a :class:`FitReport` (for terminals; the CLI prints it).
+
+    Columns: quantity | RNN | HMM exact | HMM sampled (same n and L) | paper. Then the RNN,
+    exact and squared-error transition matrices side by side, then PASS/FAIL per check.
+    :func:`fit_table` and :func:`transition_table` give the same strings as tables for a page.
+    """
     header = ("quantity", "RNN", "HMM exact", "HMM sampled", "paper")
     widths = (28, 10, 11, 13, 10)
     lines = [
-        f"Emission fit: {report.name}  (n={report.n} sequences of L={report.length}, seed={report.seed})",
+        _fit_title(report),
         "".join(f"{h:<{w}}" if i == 0 else f"{h:>{w}}" for i, (h, w) in enumerate(zip(header, widths))),
         "-" * sum(widths),
     ]
-    for label, *values in rows:
-        digits = 6 if "error" in label else (3 if "changes" in label or "dist" in label else 4)
-        cells = [f"{label:<{widths[0]}}"] + [f"{_fmt(v, digits):>{w}}" for v, w in zip(values, widths[1:])]
-        lines.append("".join(cells))
+    for label, *cells in _fit_rows(report):
+        lines.append(f"{label:<{widths[0]}}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths[1:])))
     lines.append("matched dist.: mean Euclidean distance between one-hot sequences and their partners in the")
     lines.append("  HMM sample under an entropic OT plan (eps 0.1): plan-weighted, or the most likely partner")
     lines.append("  (argmax). RNN column: RNN vs HMM sample; HMM sampled column: the baseline, a second HMM")
@@ -904,10 +937,35 @@ def format_fit_table(report: FitReport) -> str:
     for row in zip(*blocks):
         lines.append("".join(f"{part:<{block_width}}" for part in row).rstrip())
     lines.append("")
-    for key, ok in report.checks.items():
-        lines.append(f"{'PASS' if ok else 'FAIL'}  {key}: {CHECK_DESCRIPTIONS.get(key, key)}")
-    lines.append(f"overall: {'PASS' if report.passes else 'FAIL'}")
+    lines += _check_lines(report)
     return "\n".join(lines)
+
+
+def fit_table(report: FitReport) -> Table:
+    """The quantities of a :class:`FitReport` as a :class:`~hmmrnn.tables.Table` (for the book).
+
+    The rows and strings of :func:`format_fit_table` (quantity | RNN | HMM exact | HMM sampled |
+    paper), its first line as the title and the meaning of the matched distance as a note; the
+    transition matrices and the checks are in :func:`transition_table`.
+    """
+    return Table(["quantity", "RNN", "HMM exact", "HMM sampled", "paper"], _fit_rows(report),
+                 title=_fit_title(report), notes=[_MATCHED_NOTE])
+
+
+def transition_table(report: FitReport) -> Table:
+    """The output transition matrices of a :class:`FitReport` as a :class:`~hmmrnn.tables.Table`.
+
+    One row per current output ``from i``; columns: the RNN's ``P(next = j | i)``, the HMM's
+    exact one (4 decimals) and their squared error (6 decimals), as in :func:`format_fit_table`;
+    the notes are the checks of the fit bar (PASS/FAIL each) and the overall verdict.
+    """
+    k = report.rnn.transition.shape[0]
+    blocks = [("RNN", report.rnn.transition, 4), ("exact", report.hmm_exact.transition, 4),
+              ("sq. error", report.transition_error, 6)]
+    columns = ["from"] + [f"{name} -> {j}" for name, _, _ in blocks for j in range(k)]
+    rows = [[f"from {i}"] + [_fmt(m[i, j], d) for _, m, d in blocks for j in range(k)] for i in range(k)]
+    return Table(columns, rows, title="output transition matrices: RNN, HMM exact, squared error (RNN vs exact)",
+                 notes=_check_lines(report))
 
 
 # --------------------------------------------------------------------------- training curves

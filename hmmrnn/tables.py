@@ -34,6 +34,7 @@ TABLE_CSS = (
     "table.hmmrnn-table td{white-space:nowrap;padding:1px 6px;border-bottom:1px solid #e6e8eb;"
     "font-variant-numeric:tabular-nums}"
     "table.hmmrnn-table .l{text-align:left}table.hmmrnn-table .r{text-align:right}"
+    "table.hmmrnn-table td.w{white-space:normal;min-width:16em}"
     "table.hmmrnn-table tr.flagged td{background:#ffebe9}"
     "p.hmmrnn-table-notes{font-size:85%;margin:0.2em 0 0.8em 0;color:#424a53}"
 )
@@ -53,12 +54,14 @@ class Table:
             column left, the others right (labels, then numbers).
         flagged: indices of rows to mark (e.g. a failed check), on red in HTML and with a
             ``*`` after the row in text.
+        wrap: indices of columns of prose (a reason, a note) whose cells wrap in HTML; numbers
+            and labels never do.
 
     Raises:
         TypeError: a header or cell that is not a string (format numbers before, so that what
             is shown does not depend on a default float format).
         ValueError: a row whose length is not the number of columns, an ``align`` of the wrong
-            length or with a letter other than l/r, a flagged index out of range.
+            length or with a letter other than l/r, a flagged row or wrapped column out of range.
     """
 
     columns: Sequence[str]
@@ -67,6 +70,7 @@ class Table:
     notes: Sequence[str] = ()
     align: str | None = None
     flagged: Sequence[int] = field(default=())
+    wrap: Sequence[int] = field(default=())
 
     def __post_init__(self) -> None:
         columns = tuple(self.columns)
@@ -89,7 +93,12 @@ class Table:
         bad = [i for i in flagged if not 0 <= i < len(rows)]
         if bad:
             raise ValueError(f"flagged rows {bad} out of range for {len(rows)} rows")
-        for name, value in (("columns", columns), ("rows", rows), ("notes", notes), ("align", align), ("flagged", flagged)):
+        wrap = tuple(int(j) for j in self.wrap)
+        bad = [j for j in wrap if not 0 <= j < n]
+        if bad:
+            raise ValueError(f"wrapped columns {bad} out of range for {n} columns")
+        for name, value in (("columns", columns), ("rows", rows), ("notes", notes), ("align", align), ("flagged", flagged),
+                            ("wrap", wrap)):
             object.__setattr__(self, name, value)
 
     def widths(self) -> tuple[int, ...]:
@@ -117,10 +126,11 @@ class Table:
             out.append(f"<caption>{esc(self.title)}</caption>")
         out.append("<thead><tr>" + "".join(f'<th class="{a}">{esc(h)}</th>' for h, a in zip(self.columns, self.align)) + "</tr></thead>")
         out.append("<tbody>")
-        flagged = set(self.flagged)
+        flagged, wrap = set(self.flagged), set(self.wrap)
         for i, r in enumerate(self.rows):
             cls = ' class="flagged"' if i in flagged else ""
-            out.append(f"<tr{cls}>" + "".join(f'<td class="{a}">{esc(c)}</td>' for c, a in zip(r, self.align)) + "</tr>")
+            tds = (f'<td class="{a}{" w" if j in wrap else ""}">{esc(c)}</td>' for j, (c, a) in enumerate(zip(r, self.align)))
+            out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
         out += ["</tbody>", "</table></div>"]
         if self.notes:
             out.append('<p class="hmmrnn-table-notes">' + "<br>".join(esc(n) for n in self.notes) + "</p>")

@@ -30,6 +30,7 @@ from hmmrnn.metrics import (
     evaluate,
     fit_checks,
     fit_report,
+    fit_table,
     format_fit_table,
     heldout_sinkhorn,
     matched_euclidean_distance,
@@ -37,8 +38,10 @@ from hmmrnn.metrics import (
     output_transition_counts,
     sample_rnn_outputs,
     transition_matrix_error,
+    transition_table,
 )
 from hmmrnn.model import NoiseRNN, RNNWeights
+from hmmrnn.tables import Table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -245,6 +248,32 @@ def test_report_to_dict_is_strict_json():
     assert d["paper"]["lability"] == paper.LABILITY["linear2"]
     table = format_fit_table(report)
     assert "FAIL  transition_error" in table and "overall: FAIL" in table and "nan" in table
+
+
+def test_fit_tables_hold_the_strings_of_the_text_table():
+    """fit_table and transition_table: the cells of format_fit_table, as Tables for a page."""
+    hmm = get_hmm("linear2")
+    rng = np.random.default_rng(9)
+    a, b, c = (sample(hmm, 200, 20, rng)[1] for _ in range(3))
+    report = fit_report(hmm, np.zeros_like(a), b, c)
+    text = format_fit_table(report).splitlines()
+    table = fit_table(report)
+    assert isinstance(table, Table) and table.title == text[0]
+    assert list(table.columns) == ["quantity", "RNN", "HMM exact", "HMM sampled", "paper"]
+    body = text[3:3 + len(table.rows)]
+    assert [r[0] for r in table.rows] == [line[:28].rstrip() for line in body]
+    columns = [(28, 38), (38, 49), (49, 62), (62, 72)]  # the text table's fixed widths
+    assert [list(r[1:]) for r in table.rows] == [[line[i:j].strip() for i, j in columns] for line in body]
+    assert table.rows[4] == ("lability (P change/step)", "0.0000", "0.0688", f"{report.hmm_sampled.lability:.4f}", "0.0688")
+    assert "eps 0.1" in table.notes[0]
+    matrices = transition_table(report)
+    assert matrices.columns[:2] == ("from", "RNN -> 0") and matrices.columns[-1] == "sq. error -> 2"
+    assert len(matrices.columns) == 1 + 3 * 3 and [r[0] for r in matrices.rows] == ["from 0", "from 1", "from 2"]
+    assert matrices.rows[1][1:4] == ("nan", "nan", "nan")  # the RNN never emits output 1
+    assert matrices.rows[0][1:4] == ("1.0000", "0.0000", "0.0000") and matrices.rows[0][4] == "0.9405"
+    assert matrices.rows[0][9] == f"{report.transition_error[0, 2]:.6f}"
+    assert list(matrices.notes) == text[-3:] and matrices.notes[-1] == "overall: FAIL"
+    assert "<table" in matrices._repr_html_()
 
 
 # --------------------------------------------------------------------------- evaluate and the CLI

@@ -94,6 +94,7 @@ def test_rows_and_columns_may_be_any_sequence() -> None:
         (dict(columns=["a", "b"], rows=[], align="l"), ValueError, "align must be 2 letters"),
         (dict(columns=["a"], rows=[["1"]], flagged=[1]), ValueError, r"flagged rows \[1\] out of range"),
         (dict(columns=["a"], rows=[["1"]], notes=[None]), TypeError, "note"),
+        (dict(columns=["a"], rows=[["1"]], wrap=[1]), ValueError, r"wrapped columns \[1\] out of range"),
     ],
 )
 def test_bad_input_is_named(kwargs, error, match) -> None:
@@ -110,3 +111,10 @@ def test_nbval_sanitizer_replaces_the_style_block_whole() -> None:
     cleaned = re.sub(section["regex"], section["replace"], page)
     assert TABLE_CSS not in cleaned and cleaned.startswith("<style>STYLE</style>")
     assert "0.123" in cleaned
+
+
+def test_wrapped_columns_wrap_in_html_only() -> None:
+    t = Table(["key", "reason"], [["a", "a long reason"]], wrap=[1])
+    assert '<td class="l">a</td><td class="r w">a long reason</td>' in t._repr_html_()
+    assert "td.w{white-space:normal" in TABLE_CSS
+    assert repr(t) == "key         reason\na    a long reason"
