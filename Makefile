@@ -57,8 +57,8 @@ test: setup
 #       unusual CPU
 #   ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell      an AVX2 laptop (no AVX-512)
 #   OMP_NUM_THREADS=1                                        one thread (`make test` uses all cores)
-# `make test-cpus` runs the three on the fast chapters (CPU_FAST_CHAPTERS, ~18 min on 2 cores);
-# `make test-cpus-all` runs the portable kernels on every chapter (~20 min more: the slow
+# `make test-cpus` runs the three on the fast chapters (CPU_FAST_CHAPTERS, ~25 min on 2 busy cores);
+# `make test-cpus-all` runs the portable kernels on every chapter (~26 min: the slow
 # chapters take most of it), which is too long for CI's 90 minutes beside `make test`: run it
 # before committing re-executed slow chapters. Claims go to a scratch folder, so that these
 # runs never rewrite book/claims.
