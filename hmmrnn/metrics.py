@@ -855,12 +855,13 @@ def _matrix_lines(title: str, matrix: np.ndarray, digits: int) -> list[str]:
     return lines
 
 
-_MATCHED_NOTE = (
-    "matched dist.: mean Euclidean distance between one-hot sequences and their partners in the "
-    "HMM sample under an entropic OT plan (eps 0.1): plan-weighted, or the most likely partner "
-    "(argmax). RNN column: RNN vs HMM sample; HMM sampled column: the baseline, a second HMM "
-    "sample of the same size vs the HMM sample; paper: its baseline (shown for n = 5000, L = 100 only)."
+_MATCHED_NOTE_LINES = (
+    "matched dist.: mean Euclidean distance between one-hot sequences and their partners in the",
+    "HMM sample under an entropic OT plan (eps 0.1): plan-weighted, or the most likely partner",
+    "(argmax). RNN column: RNN vs HMM sample; HMM sampled column: the baseline, a second HMM",
+    "sample of the same size vs the HMM sample; paper: its baseline (shown for n = 5000, L = 100 only).",
 )
+_MATCHED_NOTE = " ".join(_MATCHED_NOTE_LINES)  # one paragraph in a table's notes; lines in the text report
 
 
 def _fit_rows(report: FitReport) -> list[list[str]]:
@@ -923,10 +924,8 @@ def format_fit_table(report: FitReport) -> str:
     ]
     for label, *cells in _fit_rows(report):
         lines.append(f"{label:<{widths[0]}}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths[1:])))
-    lines.append("matched dist.: mean Euclidean distance between one-hot sequences and their partners in the")
-    lines.append("  HMM sample under an entropic OT plan (eps 0.1): plan-weighted, or the most likely partner")
-    lines.append("  (argmax). RNN column: RNN vs HMM sample; HMM sampled column: the baseline, a second HMM")
-    lines.append("  sample of the same size vs the HMM sample; paper: its baseline (shown for n = 5000, L = 100 only).")
+    lines.append(_MATCHED_NOTE_LINES[0])
+    lines.extend("  " + line for line in _MATCHED_NOTE_LINES[1:])
     lines.append("")
     blocks = [
         _matrix_lines("RNN transition matrix", report.rnn.transition, 4),

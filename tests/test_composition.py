@@ -157,6 +157,26 @@ def test_bounded_trajectories_and_norm_growth_flag_runaways():
     assert family.norm_growth(wild, g, n_traj=20, n_steps=100).exploded[-1] == 1
 
 
+def test_norm_growth_in_chunks_continues_the_state():
+    from hmmrnn import dynamics as dyn
+    from hmmrnn.model import RNNWeights
+    rng = np.random.default_rng(1)
+    w_in = rng.normal(size=(6, 3)).astype(np.float32)
+    w_out = rng.normal(size=(3, 6)).astype(np.float32)
+    wild = RNNWeights(w_in, 1.5 * np.eye(6, dtype=np.float32), w_out)
+    # one chunk: exactly the norms of one driven run
+    one = family.norm_growth(wild, torch.Generator().manual_seed(3), n_traj=8, n_steps=30, chunk=30)
+    run = dyn.driven_run(wild, 30, torch.Generator().manual_seed(3), n_traj=8, burn_in=0)
+    np.testing.assert_array_equal(one.median, np.median(np.linalg.norm(run.hidden.astype(np.float64), axis=-1), axis=0))
+    # chunks of 10: the state carries over (an expanding network keeps growing by ~1.5 per step
+    # across every chunk boundary; restarting from 0 would drop the norm by orders of magnitude)
+    chunked = family.norm_growth(wild, torch.Generator().manual_seed(3), n_traj=8, n_steps=40, chunk=10)
+    for boundary in (10, 20, 30):
+        assert chunked.median[boundary] / chunked.median[boundary - 1] > 1.3
+    with pytest.raises(ValueError, match="chunk"):
+        family.norm_growth(wild, torch.Generator(), n_traj=2, n_steps=40, chunk=0)
+
+
 def test_growth_from_norms_tells_bursts_from_runaways():
     norms = np.ones((4, 10))
     norms[1, 4:] = 1e4  # runs away and stays

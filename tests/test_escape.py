@@ -21,15 +21,9 @@ from scipy.special import ndtr
 from hmmrnn import escape as es
 from hmmrnn.hmm import get_hmm
 from hmmrnn.model import RNNWeights, numpy_rollout_hidden
+from tiny_networks import tiny_weights
 
 
-def tiny_weights(seed: int = 0, hidden: int = 12, inputs: int = 5, outputs: int = 3, gain: float = 0.6) -> RNNWeights:
-    rng = np.random.default_rng(seed)
-    return RNNWeights(
-        rng.normal(0, 1 / math.sqrt(inputs), (hidden, inputs)).astype(np.float32),
-        rng.normal(0, gain / math.sqrt(hidden), (hidden, hidden)).astype(np.float32),
-        rng.normal(0, 1, (outputs, hidden)).astype(np.float32),
-    ).validate()
 
 
 # ------------------------------------------------------------------ exact first passage on a grid
@@ -94,7 +88,7 @@ def test_ar1_escape_refuses_bad_input(kwargs):
 
 
 def test_linear_cluster_solves_its_equations():
-    w = tiny_weights()
+    w = tiny_weights(gain=0.6)
     point = np.abs(np.random.default_rng(1).normal(size=12))
     cl = es.linear_cluster(w, point)
     assert cl.stable
@@ -115,7 +109,7 @@ def test_linear_cluster_solves_its_equations():
 
 
 def test_kick_drive_matches_a_simulation_of_the_linear_process():
-    w = tiny_weights(seed=3)
+    w = tiny_weights(seed=3, gain=0.6)
     W_in, W_rec = w.W_in.astype(np.float64), w.W_rec.astype(np.float64)
     point = np.abs(np.random.default_rng(4).normal(size=12))
     cl = es.linear_cluster(w, point)
@@ -143,7 +137,7 @@ def test_kick_drive_matches_a_simulation_of_the_linear_process():
 
 
 def test_accumulation_direction_is_the_top_of_its_quadratic_form():
-    w = tiny_weights(seed=6)
+    w = tiny_weights(seed=6, gain=0.6)
     cl = es.linear_cluster(w, np.abs(np.random.default_rng(7).normal(size=12)))
     units = [0, 2]
     v = es.accumulation_direction(w, cl, units, n_lags=300)
@@ -164,7 +158,7 @@ def test_accumulation_direction_is_the_top_of_its_quadratic_form():
 
 
 def test_noise_gain_scales_the_covariance_along_one_direction():
-    w = tiny_weights(seed=8)
+    w = tiny_weights(seed=8, gain=0.6)
     v = np.random.default_rng(9).normal(size=5)
     same = es.noise_gain(w, v, 1.0)
     assert np.array_equal(same.W_in, w.W_in) and np.array_equal(same.W_rec, w.W_rec)
@@ -201,7 +195,7 @@ def test_simulate_matches_the_numpy_reference_and_shares_noise():
 
 
 def test_sampled_outputs_follow_the_softmax():
-    w = tiny_weights(seed=11)
+    w = tiny_weights(seed=11, gain=0.6)
     flat = RNNWeights(w.W_in, w.W_rec, np.zeros_like(w.W_out))  # logits 0: every output equally likely
     sim = es.simulate([flat], 20, 500, torch.Generator().manual_seed(0), burn_in=5)
     freq = np.bincount(sim.sampled.ravel(), minlength=3) / sim.sampled.size

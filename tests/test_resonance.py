@@ -18,19 +18,13 @@ import torch
 from hmmrnn import resonance as rs
 from hmmrnn.hmm import get_hmm, output_pair_probabilities, sample as hmm_sample
 from hmmrnn.model import NoiseRNN, RNNWeights
+from tiny_networks import tiny_weights
 
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def tiny_weights(seed: int = 0, hidden: int = 12, inputs: int = 5, outputs: int = 3, gain: float = 1.2) -> RNNWeights:
-    rng = np.random.default_rng(seed)
-    return RNNWeights(
-        rng.normal(0, 1 / math.sqrt(inputs), (hidden, inputs)).astype(np.float32),
-        rng.normal(0, gain / math.sqrt(hidden), (hidden, hidden)).astype(np.float32),
-        rng.normal(0, 1, (outputs, hidden)).astype(np.float32),
-    ).validate()
 
 
 def markov_switching(rng: np.random.Generator, p: float, n: int, length: int, k: int = 2) -> np.ndarray:

@@ -1,0 +1,187 @@
+"""The training campaign's seeds side by side: every run of a sweep's results table, per target.
+
+A sweep (:mod:`hmmrnn.sweep`) writes one row per run to ``<out>/results.csv``. A chapter reads
+that table with pandas and passes its records here (``df.to_dict("records")``; an empty cell
+is NaN there and ``None`` in :func:`hmmrnn.sweep.collect`'s rows, both read as missing):
+
+* :func:`seed_table` lists every run: seed, epochs, best validation loss, training bifurcation,
+  fit statistics, and which run is shipped;
+* :func:`spread_table` gives, per target, the spread over the finished seeds beside the
+  paper's ranges (``hmmrnn.paper.BEST_VAL_LOSS``, ``BIFURCATION_EPOCH``).
+
+Numbers are formatted here at the precision the sweep's evaluation carries (5,000 sequences:
+three decimals for rates and marginals); nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import paper
+from .checkpoints import load
+from .tables import Table
+
+__all__ = ["SeedSpread", "missing", "seed_spread", "seed_table", "spread_table", "shipped_seeds"]
+
+_REQUIRED = ("target", "seed", "epochs_run", "stop_reason", "best_val_loss", "best_epoch", "bifurcated")
+
+
+def missing(value: Any) -> bool:
+    """Whether a results cell is empty (None, NaN or an empty string)."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _check(records: Sequence[Mapping[str, Any]]) -> None:
+    for i, r in enumerate(records):
+        absent = [k for k in _REQUIRED if k not in r]
+        if absent:
+            raise ValueError(f"results row {i} has no column(s) {absent}: not a row of a sweep's results.csv")
+
+
+def _truth(value: Any) -> bool | None:
+    if missing(value):
+        return None
+    if isinstance(value, str):
+        if value not in ("True", "False"):
+            raise ValueError(f"not a boolean cell: {value!r}")
+        return value == "True"
+    return bool(value)
+
+
+def _f(value: Any, spec: str) -> str:
+    return "-" if missing(value) else format(float(value), spec)
+
+
+def _i(value: Any) -> str:
+    return "-" if missing(value) else str(int(value))
+
+
+def _paper_range(values: Any) -> str:
+    if values is None:
+        return "-"
+    if isinstance(values, tuple):
+        lo, hi = values
+        return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+    return f"{values:g}"
+
+
+def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] | None = None,
+               title: str = "every run of the campaign") -> Table:
+    """One row per run, sorted by target and seed.
+
+    Args:
+        records: rows of a sweep's results table.
+        shipped: {target: seed} of the run shipped as ``<target>-paper`` (marked in a column).
+
+    Rows of runs that ended without a bifurcation are flagged.
+    """
+    _check(records)
+    shipped = dict(shipped or {})
+    rows, flagged = [], []
+    for r in sorted(records, key=lambda r: (str(r["target"]), int(r["seed"]))):
+        bif = _truth(r["bifurcated"])
+        fit = _truth(r.get("fit_passes"))
+        lab = f"{_f(r.get('lability'), '.3f')} ({_f(r.get('lability_hmm'), '.3f')})"
+        matched = f"{_f(r.get('matched_distance'), '.2f')} ({_f(r.get('matched_distance_baseline'), '.2f')})"
+        is_shipped = shipped.get(str(r["target"])) == int(r["seed"])
+        if bif is False:
+            flagged.append(len(rows))
+        rows.append([
+            str(r["target"]), _i(r["seed"]), _i(r["epochs_run"]),
+            f"{_f(r['best_val_loss'], '.3f')} @ {_i(r['best_epoch'])}",
+            "-" if bif is None else (_i(r.get("bifurcation_epoch")) if bif else "none"),
+            _f(r.get("max_sq_transition_error"), ".4f"), lab, matched,
+            "-" if fit is None else ("yes" if fit else "no"),
+            "shipped" if is_shipped else "",
+        ])
+    return Table(["target", "seed", "epochs", "best val. loss @ epoch", "bifurcation epoch",
+                  "max sq. transition error", "lability (HMM)", "matched distance (HMM-HMM)", "fit bar", ""],
+                 rows, title=title, flagged=flagged,
+                 notes=["bifurcation: the sweep's rule (hmmrnn.search), none = no bifurcation by the end of the run "
+                        "(flagged); fit statistics of the run's best weights, its readout not calibrated"])
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """The spread of one target's finished runs.
+
+    Attributes:
+        target: the HMM.
+        n_runs: finished runs (every stop reason).
+        n_bifurcated: runs that bifurcated.
+        best_losses: (n_runs,) their best validation losses, in seed order.
+        bifurcation_epochs: the bifurcation epochs of the runs that bifurcated, in seed order.
+    """
+
+    target: str
+    n_runs: int
+    n_bifurcated: int
+    best_losses: tuple[float, ...]
+    bifurcation_epochs: tuple[int, ...]
+
+
+def seed_spread(records: Sequence[Mapping[str, Any]]) -> dict[str, SeedSpread]:
+    """Per target, its runs' spread (see :class:`SeedSpread`), targets in first-seen order."""
+    _check(records)
+    by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        by.setdefault(str(r["target"]), []).append(r)
+    out = {}
+    for target, rs in by.items():
+        rs = sorted(rs, key=lambda r: int(r["seed"]))
+        losses = tuple(float(r["best_val_loss"]) for r in rs)
+        if not all(math.isfinite(v) for v in losses):
+            raise ValueError(f"{target}: a best validation loss is not finite: {losses}")
+        bifs = tuple(int(r["bifurcation_epoch"]) for r in rs if _truth(r["bifurcated"]))
+        out[target] = SeedSpread(target, len(rs), sum(1 for r in rs if _truth(r["bifurcated"])), losses, bifs)
+    return out
+
+
+def spread_table(records: Sequence[Mapping[str, Any]], title: str = "seeds of each target beside the paper") -> Table:
+    """Per target: runs, how many bifurcated, the best-loss range and bifurcation epochs, the paper's."""
+    rows = []
+    for target, s in seed_spread(records).items():
+        lo, hi = min(s.best_losses), max(s.best_losses)
+        rows.append([
+            target, str(s.n_runs), str(s.n_bifurcated),
+            f"{lo:.2f}" if s.n_runs == 1 else f"{lo:.2f}-{hi:.2f}",
+            _paper_range(paper.BEST_VAL_LOSS.get(target)),
+            ", ".join(str(e) for e in s.bifurcation_epochs) or "-",
+            _paper_range(paper.BIFURCATION_EPOCH.get(target)),
+        ])
+    return Table(["target", "runs", "bifurcated", "best val. loss (min-max)", "best val. loss, paper",
+                  "bifurcation epochs", "bifurcation epoch, paper"], rows, title=title,
+                 notes=["paper: the best validation losses of the authors' three seeds (hmmrnn.paper.BEST_VAL_LOSS) "
+                        "and the bifurcation epoch of their Fig. on the training bifurcation"])
+
+
+def shipped_seeds(records: Sequence[Mapping[str, Any]], folder: str | Path,
+                  shipped: Mapping[str, str]) -> dict[str, int]:
+    """Which run of the campaign each shipped checkpoint is: {target: seed}.
+
+    A run is the shipped one when its weights (``<folder>/<name>/weights.npz``) equal the
+    shipped checkpoint's exactly; a target whose shipped network is no run of the table (it was
+    trained before the campaign) is left out.
+
+    Args:
+        records: rows of the results table in ``folder``.
+        folder: the sweep's output folder (where the run folders are).
+        shipped: {target: shipped checkpoint name or folder}, e.g. ``{"fully3": "fully3-paper"}``.
+    """
+    _check(records)
+    folder = Path(folder)
+    found: dict[str, int] = {}
+    for target, name in shipped.items():
+        ship = load(name).weights
+        for r in records:
+            if str(r["target"]) != target or "name" not in r:
+                continue
+            run = load(folder / str(r["name"])).weights
+            if all(np.array_equal(getattr(run, k), getattr(ship, k)) for k in ("W_in", "W_rec", "W_out")):
+                found[target] = int(r["seed"])
+    return found

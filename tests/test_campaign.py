@@ -1,0 +1,86 @@
+"""The campaign's seed tables (hmmrnn.campaign) on hand-made results rows."""
+
+import csv
+import math
+
+import pytest
+
+from hmmrnn import campaign, paper
+
+
+def row(target, seed, best, bif_epoch=None, **extra):
+    r = {"target": target, "seed": seed, "epochs_run": 1000, "stop_reason": "completed", "best_val_loss": best,
+         "best_epoch": 900, "bifurcated": bif_epoch is not None, "bifurcation_epoch": bif_epoch,
+         "max_sq_transition_error": 0.0011, "lability": 0.0591862, "lability_hmm": 0.086445,
+         "matched_distance": 0.89, "matched_distance_baseline": 1.353, "fit_passes": True}
+    r.update(extra)
+    return r
+
+
+RECORDS = [row("fully3", 1, 1.70807, 55), row("fully3", 0, 2.02736, None, fit_passes=False),
+           row("fully3", 2, 1.75, 60), row("linear5", 3, 7.60507, 120)]
+
+
+def test_spread_per_target():
+    s = campaign.seed_spread(RECORDS)
+    assert list(s) == ["fully3", "linear5"]
+    f = s["fully3"]
+    assert (f.n_runs, f.n_bifurcated) == (3, 2)
+    assert f.best_losses == (2.02736, 1.70807, 1.75)  # seed order
+    assert f.bifurcation_epochs == (55, 60)
+
+
+def test_spread_table_beside_the_paper():
+    t = campaign.spread_table(RECORDS)
+    assert list(t.rows[0]) == ["fully3", "3", "2", "1.71-2.03", "1.8-1.9", "55, 60", "-"]
+    lo, hi = paper.BIFURCATION_EPOCH["linear5"]
+    assert list(t.rows[1]) == ["linear5", "1", "1", "7.61", "7.6-7.9", "120", f"{lo}-{hi}"]
+
+
+def test_seed_table_rows_flags_and_shipped():
+    t = campaign.seed_table(RECORDS, shipped={"fully3": 1})
+    assert [list(r[:2]) for r in t.rows] == [["fully3", "0"], ["fully3", "1"], ["fully3", "2"], ["linear5", "3"]]
+    assert list(t.rows[0][3:5]) == ["2.027 @ 900", "none"] and t.rows[0][8] == "no"
+    assert t.rows[1][4] == "55" and t.rows[1][9] == "shipped" and t.rows[2][9] == ""
+    assert t.rows[0][6] == "0.059 (0.086)" and t.rows[0][7] == "0.89 (1.35)"
+    assert list(t.flagged) == [0]
+
+
+def test_records_as_pandas_and_csv_give_them():
+    # pandas: NaN for an empty cell; csv: strings "True"/"False" and ""
+    nan_row = row("linear3", 0, 4.03, None, bifurcated=float("nan"), bifurcation_epoch=float("nan"))
+    t = campaign.seed_table([nan_row])
+    assert t.rows[0][4] == "-"
+    as_text = {k: ("" if v is None else str(v)) for k, v in row("linear3", 1, 4.05, 50).items()}
+    assert campaign.seed_spread([as_text])["linear3"].bifurcation_epochs == (50,)
+    assert campaign.missing("") and campaign.missing(math.nan) and not campaign.missing(0.0)
+
+
+def test_bad_rows_are_named():
+    with pytest.raises(ValueError, match=r"row 0 has no column\(s\) \['best_val_loss'\]"):
+        campaign.seed_table([{k: v for k, v in row("fully3", 0, 2.0).items() if k != "best_val_loss"}])
+    with pytest.raises(ValueError, match="not finite"):
+        campaign.seed_spread([row("fully3", 0, float("inf"))])
+    with pytest.raises(ValueError, match="not a boolean cell"):
+        campaign.seed_spread([row("fully3", 0, 2.0, bifurcated="yes")])
+
+
+def test_the_shipped_campaign_table_reads(tmp_path):
+    # the committed results table of the campaign is read as it is
+    with open("sweeps/campaign/results.csv", newline="") as f:
+        records = list(csv.DictReader(f))
+    s = campaign.seed_spread(records)
+    assert s["linear5"].n_bifurcated >= 1
+    assert all(math.isfinite(v) for sp in s.values() for v in sp.best_losses)
+
+
+def test_shipped_seed_is_found_by_its_weights(tmp_path):
+    from hmmrnn.checkpoints import load, save
+
+    ship = load("linear5-paper")
+    other = load("linear5")  # same W_in, W_rec, another readout: not the shipped network
+    save(ship, tmp_path / "linear5-h150-d100-s3")
+    save(other, tmp_path / "linear5-h150-d100-s4")
+    records = [row("linear5", 3, 7.6, 120, name="linear5-h150-d100-s3"), row("linear5", 4, 7.7, 100, name="linear5-h150-d100-s4")]
+    assert campaign.shipped_seeds(records, tmp_path, {"linear5": "linear5-paper"}) == {"linear5": 3}
+    assert campaign.shipped_seeds(records[1:], tmp_path, {"linear5": "linear5-paper"}) == {}
