@@ -138,7 +138,7 @@ def seed_spread(records: Sequence[Mapping[str, Any]]) -> dict[str, SeedSpread]:
         if not all(math.isfinite(v) for v in losses):
             raise ValueError(f"{target}: a best validation loss is not finite: {losses}")
         bifs = tuple(int(r["bifurcation_epoch"]) for r in rs if _truth(r["bifurcated"]))
-        out[target] = SeedSpread(target, len(rs), sum(1 for r in rs if _truth(r["bifurcated"])), losses, bifs)
+        out[target] = SeedSpread(target, len(rs), len(bifs), losses, bifs)
     return out
 
 

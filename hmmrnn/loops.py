@@ -27,14 +27,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .checkpoints import CheckpointError
 
 __all__ = ["LossCurve", "CurveSummary", "LoopAgreement", "load_authors_history", "load_run_history",
-           "summarise", "summaries_by_label", "loops_agree"]
+           "summarise", "loops_agree"]
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,3 @@ def loops_agree(reference: Sequence[CurveSummary], other: Sequence[CurveSummary]
         raise ValueError("the reference range is not finite")
     return LoopAgreement(low, high, {s.label: bool(low <= s.best <= high) for s in other})
 
-
-def summaries_by_label(curves: Mapping[str, LossCurve], **kwargs) -> dict[str, CurveSummary]:
-    """:func:`summarise` for each curve, keyed like ``curves``."""
-    return {key: summarise(curve, **kwargs) for key, curve in curves.items()}

@@ -24,8 +24,6 @@ from hmmrnn.model import RNNWeights, numpy_rollout_hidden
 from tiny_networks import tiny_weights
 
 
-
-
 # ------------------------------------------------------------------ exact first passage on a grid
 
 
