@@ -62,7 +62,7 @@ test: setup
 # chapters take most of it), which is too long for CI's 90 minutes beside `make test`: run it
 # before committing re-executed slow chapters. Claims go to a scratch folder, so that these
 # runs never rewrite book/claims.
-CPU_FAST_CHAPTERS ?= book/hmm_targets.ipynb book/training.ipynb book/global_dynamics.ipynb \
+CPU_FAST_CHAPTERS ?= book/hmm_targets.ipynb book/training.ipynb book/grid.ipynb book/global_dynamics.ipynb \
 	book/local_regions.ipynb book/kick_neurons.ipynb book/reproduction_report.ipynb
 CPU_ALL_CHAPTERS ?= book
 NBVAL := -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with book/nbval_sanitize.cfg

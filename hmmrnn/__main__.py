@@ -6,7 +6,7 @@ settings, files or run folder; each with one message on stderr naming the proble
 Examples::
 
     python -m hmmrnn train --hmm linear2 --hidden 150 --input 100 --epochs 500 --seed 0 --out runs/linear2
-    python -m hmmrnn sweep sweeps/grid-cpu-slice.yaml [--scheduler ADDRESS] [--device cuda] [--dry-run]
+    python -m hmmrnn sweep sweeps/grid-cpu-slice.yaml [--scheduler ADDRESS] [--device cuda] [--only PATTERN] [--dry-run]
     python -m hmmrnn evaluate linear2 [--json]
     python -m hmmrnn kick-neurons linear2 [--json] [--transitions 0:2,2:0]
     python -m hmmrnn list
@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--threads", type=_positive_int, default=1, help="torch threads per run (default 1)")
     sw.add_argument("--device", default=None, help="training device of every run: auto, cpu, cuda or cuda:N (default: the spec's)")
     sw.add_argument("--dry-run", action="store_true", help="print the runs and their state (done, partial, new); run nothing")
+    sw.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                    help="run only the runs (and searches) whose name matches this shell pattern, e.g. 'linear3-h50-*' "
+                         "(repeatable); two parts of one spec can run side by side")
 
     ev = sub.add_parser("evaluate", help="emission-fit table of a checkpoint vs its HMM vs the paper")
     ev.add_argument("checkpoint", help="shipped name (e.g. linear2) or checkpoint folder")
@@ -220,9 +223,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import dashboard_link, load_spec, make_client, run_state, run_sweep
+    from .sweep import dashboard_link, load_spec, make_client, run_state, run_sweep, select
 
-    spec = load_spec(args.spec, out=args.out, device=args.device)  # SpecError (a ValueError): exit 2
+    spec = select(load_spec(args.spec, out=args.out, device=args.device), args.only)  # SpecError (a ValueError): exit 2
     states = [(run.name, run_state(spec.out, run)[0]) for run in spec.runs]
     print(f"sweep {args.spec}: {len(spec.runs)} runs ({sum(s == 'done' for _, s in states)} done), "
           f"{len(spec.searches)} seed searches -> {spec.out}", flush=True)

@@ -29,24 +29,32 @@ from typing import Any
 import torch
 
 from .sinkhorn import binary_sinkhorn
+from .workspace import Workspace
 
 __all__ = ["rnn_states", "rnn_weight_grads", "onehot_samples", "fast_loss", "fast_divergence"]
 
 
-def rnn_states(noise_tm: torch.Tensor, h0: torch.Tensor, W_in: torch.Tensor, W_rec: torch.Tensor) -> torch.Tensor:
+def rnn_states(noise_tm: torch.Tensor, h0: torch.Tensor, W_in: torch.Tensor, W_rec: torch.Tensor,
+               out: torch.Tensor | None = None) -> torch.Tensor:
     """Hidden states of ``h_t = relu(W_rec h_{t-1} + W_in x_t)``, time-major, h_0 included.
 
     Args:
         noise_tm: (L, B, D) inputs, time-major and contiguous.
         h0: (B, H) initial states.
         W_in: (H, D); W_rec: (H, H).
+        out: (L + 1, B, H) contiguous tensor to write the states into (default: a new one).
 
     Returns:
         (L + 1, B, H) states, ``states[0] = h0`` and ``states[t] = h_t``.
     """
     steps, batch, dim = noise_tm.shape
     hidden = W_rec.shape[0]
-    states = torch.empty(steps + 1, batch, hidden, dtype=W_rec.dtype, device=W_rec.device)
+    if out is None:
+        states = torch.empty(steps + 1, batch, hidden, dtype=W_rec.dtype, device=W_rec.device)
+    else:
+        if out.shape != (steps + 1, batch, hidden) or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous ({steps + 1}, {batch}, {hidden}) tensor, got {tuple(out.shape)}")
+        states = out
     states[0] = h0
     # all input products at once, written where the pre-activations go
     torch.matmul(noise_tm.reshape(steps * batch, dim), W_in.T, out=states[1:].view(steps * batch, hidden))
@@ -99,9 +107,15 @@ def onehot_samples(logits: torch.Tensor, gumbel: torch.Tensor, tau: float) -> tu
 
 
 def _forward_samples(W_in: torch.Tensor, W_rec: torch.Tensor, W_out: torch.Tensor, noise: torch.Tensor,
-                     gumbel: torch.Tensor, h0: torch.Tensor, tau: float):
-    noise_tm = noise.transpose(0, 1).contiguous()
-    states = rnn_states(noise_tm, h0, W_in, W_rec)
+                     gumbel: torch.Tensor, h0: torch.Tensor, tau: float, workspace: Workspace | None = None):
+    batch, steps, dim = noise.shape
+    if workspace is None:
+        noise_tm = noise.transpose(0, 1).contiguous()
+        states = rnn_states(noise_tm, h0, W_in, W_rec)
+    else:
+        noise_tm = workspace.take("noise_tm", (steps, batch, dim), noise.dtype, noise.device).copy_(noise.transpose(0, 1))
+        states = rnn_states(noise_tm, h0, W_in, W_rec,
+                            out=workspace.take("states", (steps + 1, batch, W_rec.shape[0]), W_rec.dtype, W_rec.device))
     logits = (states[1:] @ W_out.T).transpose(0, 1)  # (B, L, K)
     onehot, soft = onehot_samples(logits, gumbel, tau)
     return noise_tm, states, logits, onehot, soft
@@ -113,14 +127,17 @@ class _FastLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, W_in: torch.Tensor, W_rec: torch.Tensor, W_out: torch.Tensor, noise: torch.Tensor,
                 gumbel: torch.Tensor, h0: torch.Tensor, y: torch.Tensor, eps_list: tuple[float, ...],
-                y_self: torch.Tensor | None, tau: float, compiled: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        noise_tm, states, logits, onehot, soft = _forward_samples(W_in, W_rec, W_out, noise, gumbel, h0, tau)
+                y_self: torch.Tensor | None, tau: float, compiled: bool,
+                workspace: Workspace | None) -> tuple[torch.Tensor, torch.Tensor]:
+        noise_tm, states, logits, onehot, soft = _forward_samples(W_in, W_rec, W_out, noise, gumbel, h0, tau, workspace)
         batch = noise.shape[0]
-        result = binary_sinkhorn(onehot.reshape(batch, -1), y, eps_list, y_self, with_grad=True, compiled=compiled)
+        result = binary_sinkhorn(onehot.reshape(batch, -1), y, eps_list, y_self, with_grad=True, compiled=compiled,
+                                 workspace=workspace)
         # straight-through: d/dlogits of softmax((logits + g) / tau), fed with dS/d(sample)
         grad_x = result.grad.view_as(soft)
         grad_logits = soft * (grad_x - (grad_x * soft).sum(dim=-1, keepdim=True)) / tau
         ctx.save_for_backward(W_rec, W_out, noise_tm, states, grad_logits)
+        ctx.workspace = workspace
         ctx.set_materialize_grads(False)
         return result.value, logits
 
@@ -135,37 +152,48 @@ class _FastLoss(torch.autograd.Function):
         g_tm = total.transpose(0, 1).contiguous()  # (L, B, K)
         hidden = states[1:]
         grad_out = g_tm.reshape(steps * batch, -1).T @ hidden.reshape(steps * batch, -1)
-        grad_hidden = g_tm @ W_out  # (L, B, H)
+        if ctx.workspace is None:
+            grad_hidden = g_tm @ W_out  # (L, B, H)
+        else:
+            grad_hidden = torch.matmul(g_tm, W_out, out=ctx.workspace.take("grad_hidden", (steps, batch, W_out.shape[1]),
+                                                                             W_out.dtype, W_out.device))
         grad_in, grad_rec = rnn_weight_grads(grad_hidden, states, noise_tm, W_rec)
-        return grad_in, grad_rec, grad_out, None, None, None, None, None, None, None, None
+        return grad_in, grad_rec, grad_out, None, None, None, None, None, None, None, None, None
 
 
 def fast_divergence(model: torch.nn.Module, noise: torch.Tensor, gumbel: torch.Tensor, h0: torch.Tensor,
                     y: torch.Tensor, eps_list: tuple[float, ...], y_self: torch.Tensor | None, tau: float = 1.0,
-                    compiled: bool = False) -> torch.Tensor:
+                    compiled: bool = False, workspace: Workspace | None = None) -> torch.Tensor:
     """The Sinkhorn divergence of the generated one-hot batch to ``y``, without gradients (validation).
 
     Args:
         model: a :class:`hmmrnn.model.NoiseRNN`.
         noise: (B, L, D); gumbel: (B, L, K); h0: (B, H); y: (B', L K) data batch.
+        compiled: as :func:`fast_loss`.
+        workspace: buffers to reuse for the big temporaries (:class:`hmmrnn.workspace.Workspace`).
 
     Returns:
         0-d tensor, equal to ``sinkhorn_divergence`` of ``hard_gumbel_softmax`` samples to rounding.
     """
     with torch.no_grad():
-        *_, onehot, _ = _forward_samples(model.W_in, model.W_rec, model.W_out, noise, gumbel, h0, tau)
-        return binary_sinkhorn(onehot.reshape(noise.shape[0], -1), y, eps_list, y_self, compiled=compiled).value
+        *_, onehot, _ = _forward_samples(model.W_in, model.W_rec, model.W_out, noise, gumbel, h0, tau, workspace)
+        return binary_sinkhorn(onehot.reshape(noise.shape[0], -1), y, eps_list, y_self, compiled=compiled,
+                               workspace=workspace).value
 
 
 def fast_loss(model: torch.nn.Module, noise: torch.Tensor, gumbel: torch.Tensor, h0: torch.Tensor, y: torch.Tensor,
               eps_list: tuple[float, ...], y_self: torch.Tensor | None, tau: float, stats_weight: float,
-              data_pairs: torch.Tensor | None, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              data_pairs: torch.Tensor | None, compiled: bool = False,
+              workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop-in for :func:`hmmrnn.train._loss`: returns (total loss, Sinkhorn divergence).
 
     Both carry gradients to ``model.W_in``, ``W_rec``, ``W_out`` through the hand-written
     backward of :class:`_FastLoss`. Args as ``_loss`` (shapes: noise (B, L, D), gumbel
     (B, L, K), h0 (B, H), y (B', L K)), plus ``compiled`` for the Sinkhorn passes
-    (:func:`hmmrnn.sinkhorn.binary_sinkhorn`).
+    (:func:`hmmrnn.sinkhorn.binary_sinkhorn`) and ``workspace``: buffers for the big
+    temporaries, reused from step to step (:class:`hmmrnn.workspace.Workspace`; the same
+    numbers, no fresh memory per step). With a workspace, call ``backward`` on the result
+    before the next call with the same workspace (the step's saved states live there).
     """
     from .train import pair_statistics_kl
 
@@ -173,7 +201,7 @@ def fast_loss(model: torch.nn.Module, noise: torch.Tensor, gumbel: torch.Tensor,
         raise ValueError(f"noise (B, L, D), gumbel (B, L, K) and h0 (B, H) disagree: {tuple(noise.shape)}, "
                          f"{tuple(gumbel.shape)}, {tuple(h0.shape)}")
     divergence, logits = _FastLoss.apply(model.W_in, model.W_rec, model.W_out, noise, gumbel, h0, y, eps_list,
-                                         y_self, tau, compiled)
+                                         y_self, tau, compiled, workspace)
     if stats_weight > 0 and data_pairs is not None:
         steps = noise.shape[1] - 1
         return divergence + stats_weight * steps * pair_statistics_kl(logits, data_pairs), divergence

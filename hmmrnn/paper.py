@@ -48,6 +48,16 @@ MATCHED_DISTANCE_BASELINE_L100 = {"linear2": 4.551, "linear3": 7.285, "linear4":
 MATCHED_DISTANCE_WORST_D1 = {"linear2": 4.747}  # |h| = 50, d = 1
 RARE_COLUMN_SQUARED_ERROR = {"linear2": 1.1e-4, "linear3": 1.1e-4, "linear4": 0.7e-4, "linear5": 0.9e-4}
 
+# The fit-quality grid (its figure on fit quality: every linear chain over |h| and d, 3 seeds per cell)
+GRID_TARGETS = ("linear2", "linear3", "linear4", "linear5")  # M = 2..5
+GRID_HIDDEN = (50, 150, 200)  # |h|
+GRID_INPUT = (1, 10, 100, 200)  # d
+GRID_SEEDS = 3  # networks per cell (|h|, d) of each M
+GRID_ERRORS_ALMOST_ALL_ZERO_D_GE_10 = True  # "almost all 0.00 for d >= 10" (squared transition-matrix errors, 2 decimals)
+GRID_MATCHED_AT_OR_BELOW_BASELINE_D_GE_10 = True  # "RNNs with d >= 10 are at or below the baseline"
+GRID_MATCHED_WORST_AT_D1 = True  # "d = 1 is worst" (the matched distance, across d)
+GRID_WORST_CELL = ("linear4", 150, 1)  # the largest error, 0.02: M = 4, |h| = 150, d = 1 (a failed seed)
+
 # Global dynamics (results: the fixed point without input, the orbit and its PCA, readout alignment)
 PCA_VARIANCE = {  # percent explained by PC1, PC2 (PC3 where given)
     "linear2": (56.3, 13.6),

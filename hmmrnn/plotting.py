@@ -1050,3 +1050,49 @@ def plot_dwell_distributions(
 
 
 __all__ += ["plot_dwell_distributions"]
+
+
+def plot_grid_cells(
+    ax: plt.Axes,
+    values: np.ndarray,
+    *,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    fmt: str = "{:.3f}",
+    cmap: str = "Blues",
+    vmin: float | None = 0.0,
+    vmax: float | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+    fontsize: float = 8.0,
+) -> plt.Axes:
+    """Heatmap of one statistic over a grid of cells, cells without a value marked "not run".
+
+    Args:
+        ax: axes to draw on.
+        values: (R, C) one value per cell (e.g. rows |h|, columns d); NaN = no finished run.
+        row_labels, col_labels: tick labels, (R,) and (C,).
+        fmt, cmap, vmin, vmax, xlabel, ylabel, title, fontsize: as :func:`plot_matrix` (vmax
+            None takes the data's largest value; an all-NaN array is drawn empty).
+
+    Returns:
+        ax
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2 or values.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(f"values must have shape ({len(row_labels)}, {len(col_labels)}), got {values.shape}")
+    finite = values[np.isfinite(values)]
+    lo = (float(finite.min()) if finite.size else 0.0) if vmin is None else vmin
+    hi = (float(finite.max()) if finite.size else 1.0) if vmax is None else vmax
+    if hi <= lo:
+        hi = lo + 1.0
+    plot_matrix(ax, values, row_labels=row_labels, col_labels=col_labels, fmt=fmt, cmap=cmap, vmin=lo, vmax=hi,
+                xlabel=xlabel, ylabel=ylabel, title=title, fontsize=fontsize)
+    for r, c in zip(*np.nonzero(np.isnan(values))):
+        ax.add_patch(mpl.patches.Rectangle((c - 0.5, r - 0.5), 1, 1, facecolor="#f2f2f2", edgecolor="white", hatch="///"))
+        ax.text(c, r, "not run", ha="center", va="center", fontsize=fontsize - 1, color=OKABE_ITO["grey"])
+    return ax
+
+
+__all__ += ["plot_grid_cells"]

@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from . import paper
 from .checkpoints import atomic_write_bytes
@@ -57,7 +57,7 @@ from .search import BifurcationRule, training_bifurcation
 from .train import TrainConfig
 
 __all__ = [
-    "COLUMNS", "SpecError", "RunSpec", "SearchSpec", "SweepSpec", "load_spec", "parse_spec", "run_name",
+    "COLUMNS", "SpecError", "RunSpec", "SearchSpec", "SweepSpec", "load_spec", "parse_spec", "run_name", "select",
     "RunInterrupted", "SweepOutcome", "run_one", "run_state", "run_sweep", "collect", "write_table", "make_client", "default_workers", "dashboard_link",
 ]
 
@@ -318,6 +318,29 @@ def load_spec(path: str | Path, out: str | Path | None = None, device: str | Non
         return parse_spec(data, out=out, device=device)
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
+
+
+def select(spec: SweepSpec, patterns: Sequence[str]) -> SweepSpec:
+    """The part of ``spec`` whose run names (or search cells) match one of ``patterns``.
+
+    Patterns are shell-style (:func:`fnmatch.fnmatchcase`), e.g. ``linear3-h50-*`` or
+    ``*-s0``: two parts of one spec can run side by side, each with one worker (they write
+    to the same folder and table, which is rebuilt from the run folders).
+
+    Raises:
+        SpecError: a pattern that matches nothing (a typo would otherwise run nothing).
+    """
+    import fnmatch
+
+    if not patterns:
+        return spec
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(r.name, pattern) for r in spec.runs) and not any(
+                fnmatch.fnmatchcase(s.cell, pattern) for s in spec.searches):
+            raise SpecError(f"--only {pattern!r} matches no run or search of the spec")
+    return SweepSpec(spec.out,
+                     tuple(r for r in spec.runs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)),
+                     tuple(s for s in spec.searches if any(fnmatch.fnmatchcase(s.cell, p) for p in patterns)))
 
 
 # --------------------------------------------------------------------------- one run

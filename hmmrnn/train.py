@@ -56,6 +56,7 @@ from . import checkpoints as ckpt
 from . import runfolder
 from .hmm import HMM, get_hmm, one_hot, sample
 from .model import H0_MODES, NoiseRNN, RNNWeights, hard_gumbel_softmax, sample_gumbel
+from .workspace import Workspace
 from .bptt import fast_divergence, fast_loss
 from .sinkhorn import epsilon_schedule, onehot_diameter, self_transport_term, sinkhorn_divergence
 
@@ -599,9 +600,10 @@ def _train(config: TrainConfig, out_dir: Path, device: torch.device, hmm: HMM, s
     def lr_at(epoch: int) -> float:
         return config.lr * config.lr_gamma ** sum(epoch >= m for m in config.lr_milestones)
 
+    workspace = Workspace()  # the step's big buffers, allocated once for the run (hmmrnn.workspace)
     if loss_impl == "bptt":
         def loss_fn(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            return fast_loss(*args, compiled=bool(use_compile))
+            return fast_loss(*args, compiled=bool(use_compile), workspace=workspace)
     else:
         loss_fn = torch.compile(_loss, dynamic=False) if use_compile else _loss
 
@@ -611,11 +613,13 @@ def _train(config: TrainConfig, out_dir: Path, device: torch.device, hmm: HMM, s
         with torch.inference_mode():
             for y, sched, y_self in zip(val_batches, val_schedules, val_self):
                 n = y.shape[0]
-                noise = torch.randn(n, seq_len, config.input_size, generator=gen, device=device)
+                # torch.randn's numbers, drawn into a reused buffer (no fresh memory per batch)
+                noise = workspace.take("noise", (n, seq_len, config.input_size), device=device).normal_(generator=gen)
                 h0 = model.initial_state(n, gen)
                 gumbel = sample_gumbel((n, seq_len, k), gen, device=device)
                 if loss_impl == "bptt":
-                    value = fast_divergence(model, noise, gumbel, h0, y, sched, y_self, config.tau, compiled=bool(use_compile))
+                    value = fast_divergence(model, noise, gumbel, h0, y, sched, y_self, config.tau, compiled=bool(use_compile),
+                                            workspace=workspace)
                 else:
                     onehot, _ = _generated_onehot(model, noise, gumbel, h0, config.tau)
                     value = sinkhorn_divergence(onehot.reshape(n, -1), y, eps_list=sched, y_self_term=y_self)
@@ -658,7 +662,7 @@ def _train(config: TrainConfig, out_dir: Path, device: torch.device, hmm: HMM, s
         losses = []
         for y, sched, y_self, pairs in zip(train_batches, schedules, train_self, train_pairs):
             n = y.shape[0]
-            noise = torch.randn(n, seq_len, config.input_size, generator=noise_gen, device=device)
+            noise = workspace.take("noise", (n, seq_len, config.input_size), device=device).normal_(generator=noise_gen)
             h0 = model.initial_state(n, noise_gen)
             gumbel = sample_gumbel((n, seq_len, k), noise_gen, device=device)
             total, divergence = loss_fn(model, noise, gumbel, h0, y, sched, y_self, config.tau, config.stats_weight, pairs)

@@ -22,6 +22,7 @@ from hmmrnn.sinkhorn import epsilon_schedule, geomloss_divergence, onehot_diamet
 from hmmrnn import runfolder
 from hmmrnn import train as train_module
 from hmmrnn.train import TrainConfig, _loss, pair_statistics, train
+from hmmrnn.workspace import Workspace
 
 B, L, H, D = 48, 9, 12, 5
 
@@ -129,6 +130,43 @@ def test_fast_divergence_is_the_validation_loss():
     assert got == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_workspace_changes_no_number_over_consecutive_steps_and_validation():
+    """The same buffers reused for two problems of different sizes, a validation in between:
+    losses and gradients equal to the last bit those of fresh memory, and in float32 (int8 overlaps)."""
+    ws = Workspace()
+    for seed, dtype in ((4, torch.float32), (5, torch.float64), (4, torch.float32)):
+        model, noise, gumbel, h0, y, sched, y_self, pairs = problem(seed, dtype=dtype)
+        if seed == 5:  # a smaller batch: views of the larger buffers
+            noise, gumbel, h0, y = noise[:20], gumbel[:20], h0[:20], y[:20]
+            y_self = self_transport_term(y, sched)
+        args = (noise, gumbel, h0, y, sched, y_self, 1.0, 0.0, None)
+        t_ref, d_ref, g_ref = loss_and_grads(fast_loss, model, *args)
+        t_ws, d_ws, g_ws = loss_and_grads(lambda m, *a: fast_loss(m, *a, workspace=ws), model, *args)
+        assert (t_ws, d_ws) == (t_ref, d_ref)
+        assert all(torch.equal(a, b) for a, b in zip(g_ws, g_ref))
+        with torch.inference_mode():
+            assert float(fast_divergence(model, noise, gumbel, h0, y, sched, y_self, workspace=ws)) == float(
+                fast_divergence(model, noise, gumbel, h0, y, sched, y_self))
+    assert ws.nbytes() > 0
+
+
+def test_workspace_buffers_are_reused_grow_and_draw_torch_randn_numbers():
+    ws = Workspace()
+    a = ws.take("x", (4, 5))
+    b = ws.take("x", (2, 3))
+    assert a.data_ptr() == b.data_ptr() and b.shape == (2, 3) and b.is_contiguous()
+    c = ws.take("x", (10, 10))  # larger: a new buffer
+    assert c.shape == (10, 10) and ws.nbytes() == 100 * 4
+    assert ws.take("x", (3,), torch.int32).dtype == torch.int32  # another dtype: its own buffer
+    with torch.inference_mode():  # taken during validation, still an ordinary tensor for training
+        v = ws.take("y", (3, 4))
+    v.normal_()  # an inference tensor would refuse this outside inference mode
+    drawn = ws.take("x", (3, 7, 2)).normal_(generator=torch.Generator().manual_seed(8))
+    assert torch.equal(drawn, torch.randn(3, 7, 2, generator=torch.Generator().manual_seed(8)))
+    with pytest.raises(ValueError, match="negative dimension"):
+        ws.take("x", (2, -1))
+
+
 def test_fast_loss_rejects_mismatched_shapes():
     model, noise, gumbel, h0, y, sched, y_self, _ = problem(10)
     with pytest.raises(ValueError, match="disagree"):
@@ -147,7 +185,7 @@ def test_train_runs_the_fast_loss_and_equals_a_run_with_the_autograd_loss(tmp_pa
     fast = train(TINY, tmp_path / "fast", progress=False)
     assert fast.training["loss"] == "bptt"
 
-    def autograd_loss(*args, compiled=False):  # train()'s "bptt" path, computed by _loss and autograd
+    def autograd_loss(*args, compiled=False, workspace=None):  # train()'s "bptt" path, computed by _loss and autograd
         return _loss(*args)
 
     monkeypatch.setattr(train_module, "fast_loss", autograd_loss)

@@ -21,6 +21,7 @@ HIDDEN = {"hide-input", "remove-input", "hide-cell", "remove-cell"}
 LIMITS = {
     "hmm_targets": 92,  # was 150
     "training": 107,  # was 182
+    "grid": 30,  # new after issue 20: imports, parameters and the summary only
     "global_dynamics": 127,  # was 203
     "local_regions": 107,  # was 267
     "kick_neurons": 194,  # was 313

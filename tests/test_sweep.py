@@ -192,6 +192,19 @@ def test_repository_specs():
     assert search.template.rule["no_bifurcation_by"] is not None
 
 
+def test_select_keeps_the_matching_part_of_a_spec_and_refuses_a_pattern_that_matches_nothing():
+    grid = sweep.load_spec(REPO / "sweeps" / "grid.yaml")
+    part = sweep.select(grid, ["linear3-h50-*", "*-h200-d1-s2"])
+    assert sorted(r.name for r in part.runs) == sorted(
+        [f"linear3-h50-d{d}-s{s}" for d in (1, 10, 100, 200) for s in (0, 1, 2)] + [f"linear{m}-h200-d1-s2" for m in (2, 3, 4, 5)])
+    assert part.out == grid.out and sweep.select(grid, []) is grid
+    campaign = sweep.load_spec(REPO / "sweeps" / "campaign.yaml")
+    only_search = sweep.select(campaign, ["linear5-*"])
+    assert not only_search.runs and [s.cell for s in only_search.searches] == ["linear5-h150-d100"]
+    with pytest.raises(sweep.SpecError, match="matches no run"):
+        sweep.select(grid, ["linear6-*"])
+
+
 # --------------------------------------------------------------------------- the search
 
 def fake_finished(out: Path, run: sweep.RunSpec, success: bool) -> None:
