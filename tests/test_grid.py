@@ -25,7 +25,7 @@ def row(target="linear3", hidden=150, input=100, seed=0, err=0.001, marg=(0.49, 
     hmm = paper.MARGINALS[target]
     r = {"name": sweep.run_name(target, hidden, input, seed), "target": target, "hidden": hidden, "input": input,
          "seed": seed, "epochs": epochs, "bifurcated": bifurcated, "max_sq_transition_error": err, "lability": lab,
-         "lability_hmm": paper.LABILITY[target], "matched_distance": matched, "matched_distance_baseline": baseline,
+         "lability_hmm": paper.LABILITY[target], "rare_frequency": marg[1], "matched_distance": matched, "matched_distance_baseline": baseline,
          "eval_n": n, "eval_length": length, "wall_s": wall}
     for k in range(3):
         r[f"marginal_{k}"], r[f"marginal_hmm_{k}"] = marg[k], hmm[k]
@@ -57,6 +57,7 @@ def test_cell_means_worst_run_and_errors_of_frequent_outputs_only():
     assert cell.lability_error == pytest.approx((0.01 + 0.03 + 0.0) / 3)
     assert cell.matched_excess == pytest.approx(np.mean([7.0, 7.5, 7.3]) - 7.28)
     assert cell.matched_baseline == 7.28 and (cell.eval_n, cell.eval_length) == (5000, 100)
+    assert cell.rare_frequency == pytest.approx((0.02 + 0.0 + 0.01) / 3)
     assert grid.failure_rate(cells, "linear3") == (pytest.approx(1 / 3), 3)
     assert grid.failure_rate(cells, "linear2")[1] == 0 and math.isnan(grid.failure_rate(cells, "linear2")[0])
 
