@@ -93,7 +93,8 @@ def grid_records(tables: Mapping[str, Sequence[Mapping[str, Any]]],
         ``(rows, left_out)``: the rows of the grid's targets, hidden sizes and input dimensions
         (:data:`hmmrnn.paper.GRID_TARGETS`, ``GRID_HIDDEN``, ``GRID_INPUT``), each a copy with
         ``source`` = its table's label, sorted by target, |h|, d and seed; and a line for every
-        row of a grid cell left out for its recipe.
+        row of a grid cell left out: another number of epochs, a try of a seed search (the
+        grid replaces no seed), or a run whose loss became non-finite (no fit statistics).
 
     Raises:
         ValueError: a row without a column the grid needs (not a row of a sweep's table).
@@ -110,10 +111,20 @@ def grid_records(tables: Mapping[str, Sequence[Mapping[str, Any]]],
             if (target not in paper.GRID_TARGETS or int(r["hidden"]) not in paper.GRID_HIDDEN
                     or int(r["input"]) not in paper.GRID_INPUT):
                 continue
+            if str(r["name"]) in seen:
+                continue
+            if target not in epochs:
+                raise ValueError(f"no planned epochs for target {target!r} (epochs has {sorted(epochs)})")
             if int(r["epochs"]) != epochs[target]:
                 left_out.append(f"{r['name']} ({label}): planned for {int(r['epochs'])} epochs, the grid's {epochs[target]}")
                 continue
-            seen.setdefault(str(r["name"]), {**r, "source": label})
+            if not missing(r.get("search")):
+                left_out.append(f"{r['name']} ({label}): a try of the seed search {r['search']} (the grid replaces no seed)")
+                continue
+            if str(r.get("stop_reason", "")) == "non-finite loss":
+                left_out.append(f"{r['name']} ({label}): diverged (non-finite loss), no fit statistics; a failed run of its cell")
+                continue
+            seen[str(r["name"])] = {**r, "source": label}
     rows = sorted(seen.values(), key=lambda r: (paper.GRID_TARGETS.index(str(r["target"])), int(r["hidden"]),
                                                 int(r["input"]), int(r["seed"])))
     return rows, left_out
@@ -158,6 +169,7 @@ class GridCell:
         n_bifurcated: runs whose training bifurcated (the sweep's rule).
         max_sq_error: mean over seeds of each run's largest squared transition-matrix error.
         worst_run_error: the largest of those (a failed seed shows here).
+        run_errors: (n,) each run's largest squared error, in seed order.
         marginal_error: mean over seeds of the largest |marginal - HMM| of the frequent outputs.
         lability_error: mean over seeds of |lability - HMM lability|.
         matched_excess: mean over seeds of (matched distance - HMM-vs-HMM baseline); <= 0 is as
@@ -178,6 +190,7 @@ class GridCell:
     n_bifurcated: int
     max_sq_error: float
     worst_run_error: float
+    run_errors: tuple[float, ...]
     marginal_error: float
     lability_error: float
     matched_excess: float
@@ -222,6 +235,7 @@ def grid_cells(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int, int
             n_bifurcated=sum(bool(_truth(r["bifurcated"])) for r in rs),
             max_sq_error=float(np.mean(errors)),
             worst_run_error=float(max(errors)),
+            run_errors=tuple(float(e) for e in errors),
             marginal_error=float(np.mean([_marginal_error(r) for r in rs])),
             lability_error=float(np.mean([abs(_finite(r["lability"], f"{r['name']}: lability") - float(r["lability_hmm"]))
                                           for r in rs])),
@@ -284,23 +298,26 @@ def _of(cells: Mapping[tuple[str, int, int], GridCell], target: str | None,
 
 
 def worst_cell_error(cells: Mapping[tuple[str, int, int], GridCell], target: str) -> GridCell | None:
-    """The finished cell of ``target`` with the largest mean squared transition-matrix error (None: none finished)."""
+    """The finished cell of ``target`` holding the run with the largest squared transition-matrix
+    error (:attr:`GridCell.worst_run_error`; None: none finished)."""
     of = _of(cells, target)
-    return max(of, key=lambda c: c.max_sq_error) if of else None
+    return max(of, key=lambda c: c.worst_run_error) if of else None
 
 
 def share_printing_zero(cells: Mapping[tuple[str, int, int], GridCell], target: str | None = None,
                         min_input: int = 10) -> tuple[float, int]:
-    """Share of the finished cells with d >= ``min_input`` whose error prints as 0.00, and their number.
+    """Share of the finished *runs* in cells with d >= ``min_input`` whose largest squared error
+    prints as 0.00, and their number.
 
-    A cell prints as 0.00 when its mean largest squared error is below
-    :data:`ZERO_AT_TWO_DECIMALS` (the paper prints 2 decimals). ``target`` None: every target.
-    Returns ``(nan, 0)`` when no such cell has finished.
+    A run prints as 0.00 when its largest squared error is below :data:`ZERO_AT_TWO_DECIMALS`
+    (the paper prints 2 decimals, one value per network). ``target`` None: every target.
+    Returns ``(nan, 0)`` when no such run has finished.
     """
     of = _of(cells, target, min_input)
-    if not of:
+    errors = [e for c in of for e in c.run_errors]
+    if not errors:
         return float("nan"), 0
-    return sum(c.max_sq_error < ZERO_AT_TWO_DECIMALS for c in of) / len(of), len(of)
+    return sum(e < ZERO_AT_TWO_DECIMALS for e in errors) / len(errors), len(errors)
 
 
 def matched_excess(cells: Mapping[tuple[str, int, int], GridCell], target: str,

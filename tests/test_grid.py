@@ -34,12 +34,16 @@ def row(target="linear3", hidden=150, input=100, seed=0, err=0.001, marg=(0.49, 
 
 def test_records_keep_grid_cells_one_row_per_run_first_table_wins():
     a = [row(seed=0, err=0.001), row(target="fully3", hidden=150, input=100, seed=0) | {"lability_hmm": 0.0864}]
-    b = [row(seed=0, err=0.009), row(seed=1), row(hidden=100, input=100, seed=0),  # |h| = 100 is no grid cell
-         row(target="linear5", seed=3, epochs=1000)]  # another recipe
+    b = [row(seed=0, err=0.009, epochs=1000), row(seed=1), row(hidden=100, input=100, seed=0),  # |h| = 100 is no grid cell
+         row(target="linear5", seed=3, epochs=1000),  # another recipe
+         row(target="linear5", seed=4) | {"search": "linear5-h150-d100"},  # a seed search's try
+         row(target="linear4", seed=0) | {"stop_reason": "non-finite loss", "max_sq_transition_error": float("nan")}]
     records, left_out = grid.grid_records({"grid": a, "campaign": b})
     assert [(r["name"], r["source"]) for r in records] == [("linear3-h150-d100-s0", "grid"), ("linear3-h150-d100-s1", "campaign")]
-    assert records[0]["max_sq_transition_error"] == 0.001
-    assert left_out == ["linear5-h150-d100-s3 (campaign): planned for 1000 epochs, the grid's 500"]
+    assert records[0]["max_sq_transition_error"] == 0.001  # the first table's row; the second's is not "left out"
+    assert left_out == ["linear5-h150-d100-s3 (campaign): planned for 1000 epochs, the grid's 500",
+                        "linear5-h150-d100-s4 (campaign): a try of the seed search linear5-h150-d100 (the grid replaces no seed)",
+                        "linear4-h150-d100-s0 (campaign): diverged (non-finite loss), no fit statistics; a failed run of its cell"]
     with pytest.raises(ValueError, match="no column"):
         grid.grid_records({"bad": [{"name": "x", "target": "linear3"}]})
 
@@ -51,7 +55,7 @@ def test_cell_means_worst_run_and_errors_of_frequent_outputs_only():
     cells = grid.grid_cells(grid.grid_records({"t": rs})[0])
     (cell,) = cells.values()
     assert cell.key == ("linear3", 150, 100) and cell.seeds == (0, 1, 2) and cell.n_runs == 3 and cell.n_bifurcated == 2
-    assert cell.max_sq_error == pytest.approx(0.008) and cell.worst_run_error == 0.020
+    assert cell.max_sq_error == pytest.approx(0.008) and cell.worst_run_error == 0.020 and cell.run_errors == (0.001, 0.003, 0.020)
     # frequent outputs 0 and 2 (HMM 0.495): 0.005, 0.025, 0.0; the rare output's 0.01 misses are not counted
     assert cell.marginal_error == pytest.approx((0.005 + 0.025 + 0.0) / 3)
     assert cell.lability_error == pytest.approx((0.01 + 0.03 + 0.0) / 3)
@@ -100,6 +104,9 @@ def test_verdicts_on_constructed_grids():
     ])
     assert grid.worst_cell_error(cells, "linear3").key == ("linear3", 150, 1)
     assert grid.worst_cell_error(cells, "linear5") is None
+    two = grid.grid_cells([row(seed=0, err=0.001), row(seed=1, err=0.004), row(hidden=50, seed=0, err=0.003)])
+    assert grid.worst_cell_error(two, "linear3").key == ("linear3", 150, 100)  # by its worst run, not its mean
+    assert grid.share_printing_zero(two) == (1.0, 3)  # runs, not cells
     assert grid.share_printing_zero(cells) == (pytest.approx(2 / 3), 3)  # d >= 10 only
     assert grid.share_printing_zero(cells, min_input=1) == (0.5, 4)
     assert math.isnan(grid.share_printing_zero(cells, "linear2")[0])
