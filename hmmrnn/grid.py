@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import paper
-from .campaign import missing
+from .campaign import _truth, missing
 from .metrics import FREQUENT_OUTPUT_THRESHOLD
 from .tables import Table
 
@@ -58,16 +58,6 @@ STATISTICS: dict[str, str] = {
     "matched_excess": "matched distance\nminus baseline",
 }
 """The statistics of a cell shown as heatmaps (attribute of :class:`GridCell`: what it is)."""
-
-
-def _truth(value: Any) -> bool | None:
-    if missing(value):
-        return None
-    if isinstance(value, str):
-        if value not in ("True", "False"):
-            raise ValueError(f"not a boolean cell: {value!r}")
-        return value == "True"
-    return bool(value)
 
 
 def _finite(value: Any, what: str) -> float:
