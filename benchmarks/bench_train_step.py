@@ -181,21 +181,19 @@ class Setup:
 
             return step
 
+        ws = Workspace()  # train() reuses the step's big buffers (the noise, and those of the fast loss)
         if method == "autograd-compiled":
             compiled = torch.compile(_loss, dynamic=False)
             loss_fn = lambda *a: compiled(*a)  # noqa: E731
         else:
             use = method == "hmmrnn"
-            ws = Workspace()  # train() reuses the step's big buffers
             loss_fn = lambda *a: fast_loss(*a, compiled=use, workspace=ws)  # noqa: E731
         model = self.make_hmmrnn(self.args.seed + 3)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr, betas=self.betas)
         noise_gen = torch.Generator().manual_seed(self.args.seed + 4)
-        noise_ws = Workspace()
 
         def step() -> float:  # the body of train()'s inner loop
-            noise = (noise_ws.take("noise", (B, L, D)).normal_(generator=noise_gen) if method != "autograd-compiled"
-                     else torch.randn(B, L, D, generator=noise_gen))
+            noise = ws.take("noise", (B, L, D)).normal_(generator=noise_gen)  # torch.randn's numbers, as train() draws them
             h0 = model.initial_state(B, noise_gen)
             gumbel = sample_gumbel((B, L, K), noise_gen)
             total, divergence = loss_fn(model, noise, gumbel, h0, self.y, self.schedule, self.y_self, self.tau, 0.0, self.pairs)
