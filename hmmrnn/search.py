@@ -10,6 +10,14 @@ that failed. Here the rule is code, applied while a run trains:
   the midpoint rule (:func:`hmmrnn.dynamics.detect_transition`) between its early plateau
   (``early`` epochs) and its level over the last ``final_count`` checks; the run has
   bifurcated when that final level is below ``drop`` (0.5) times the early plateau.
+* **Silent checks.** A check whose output never changed in any of its ``n_traj`` runs (rate
+  exactly ``1 / n_steps``: the network sits on one output) measures no flickering: it is left
+  out, like a diverged check. Without this, a run that fell silent for a few checks inside
+  the early window (grid ``linear3-h50-d100-s1``: 0.49 at epoch 10, 0.002 at 15-25, 0.33 at
+  30, 0.06 from 70) had a plateau of 0.002 and its drop went unseen; and a run that was
+  silent until its switching appeared (campaign ``cyclic4``: 0.002 to epoch ~95, then
+  0.02-0.05) has no flickering plateau at all, so it is undecided rather than "not
+  bifurcated" by a comparison with silence.
 * **Early stop.** ``no_bifurcation_by = E``: a run that has not bifurcated at its first check
   at or after epoch E ends there (``results["stop_reason"] = "no bifurcation by epoch E"``).
 
@@ -55,13 +63,15 @@ class Bifurcation(NamedTuple):
 
 
 def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early: tuple[float, float] = (10, 30),
-                         final_count: int = 5, drop: float = 0.5) -> Bifurcation:
+                         final_count: int = 5, drop: float = 0.5, silent_rate: float = 0.0) -> Bifurcation:
     """Has the transition rate of a training run dropped from its early plateau (a bifurcation)?
 
     The rule of chapter "Compositionality": :func:`hmmrnn.dynamics.detect_transition` on
-    ``(epochs, rates)``, and found when ``final_level < drop * early_level``. Undecided (not
-    found, NaN levels) while fewer than ``final_count`` checks lie after the early window or
-    while the early window or the last ``final_count`` rates are all NaN (a diverged run).
+    ``(epochs, rates)``, and found when ``final_level < drop * early_level``. Rates at or below
+    ``silent_rate`` (a check whose output never changed: ``1 / n_steps``) are left out like
+    NaN ones. Undecided (not found, NaN levels) while fewer than ``final_count`` checks lie
+    after the early window or while the early window or the last ``final_count`` rates are
+    all NaN or silent (a diverged run; a run that never flickered).
 
     Args:
         epochs: (n,) epochs of the checks, increasing.
@@ -69,13 +79,19 @@ def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early:
         early: the early plateau's epochs (inclusive).
         final_count: checks that define the final level.
         drop: the final level must fall below this fraction of the early plateau.
+        silent_rate: rates at or below it (to a relative 1e-9) are left out; 0 keeps all.
     """
     e = np.asarray(epochs, dtype=np.float64)
-    r = np.asarray(rates, dtype=np.float64)
+    r = np.array(rates, dtype=np.float64)
     if e.shape != r.shape or e.ndim != 1:
         raise ValueError(f"epochs and rates must be 1-D and equal length, got {e.shape}, {r.shape}")
     if final_count < 1 or not 0 < drop < 1:
         raise ValueError(f"need final_count >= 1 and 0 < drop < 1, got {final_count}, {drop}")
+    if not (math.isfinite(silent_rate) and silent_rate >= 0):
+        raise ValueError(f"silent_rate must be a finite number >= 0, got {silent_rate!r}")
+    if silent_rate > 0:
+        with np.errstate(invalid="ignore"):
+            r[r <= silent_rate * (1 + 1e-9)] = np.nan
     in_early = (e >= early[0]) & (e <= early[1])
     undecided = Bifurcation(False, math.nan, math.nan, math.nan)
     if int((e > early[1]).sum()) < final_count or not np.isfinite(r[in_early]).any() or not np.isfinite(r[-final_count:]).any():
@@ -156,6 +172,15 @@ class BifurcationRule:
         td = snapshot_dynamics(snaps, generator, n_traj=self.n_traj, n_steps=self.n_steps, burn_in=self.burn_in, n_eig=1)
         return float(td.transition_rate[0])
 
+    @property
+    def silent_rate(self) -> float:
+        """The rate of a check whose output never changed: one run per trajectory, ``1 / n_steps``."""
+        return 1.0 / self.n_steps
+
+    def bifurcation(self, epochs: Sequence[float], rates: Sequence[float]) -> Bifurcation:
+        """:func:`training_bifurcation` with this rule's settings (silent checks left out)."""
+        return training_bifurcation(epochs, rates, tuple(self.early), self.final_count, self.drop, self.silent_rate)
+
     def decide(self, epochs: Sequence[float], rates: Sequence[float], found_before: bool = False) -> tuple[Bifurcation, str | None]:
         """The verdict at the last of ``epochs``, and the reason to stop there (None: go on).
 
@@ -163,7 +188,7 @@ class BifurcationRule:
             epochs, rates: every check so far, the current one last.
             found_before: an earlier check already found the bifurcation (then never stop).
         """
-        status = training_bifurcation(epochs, rates, tuple(self.early), self.final_count, self.drop)
+        status = self.bifurcation(epochs, rates)
         epoch = float(epochs[-1])
         by = self.no_bifurcation_by
         stop = f"no bifurcation by epoch {by}" if by is not None and epoch >= by and not (found_before or status.found) else None

@@ -53,7 +53,7 @@ from typing import Any, Callable, Iterable, Sequence
 from . import paper
 from .checkpoints import atomic_write_bytes
 from .hmm import TARGET_NAMES
-from .search import BifurcationRule, training_bifurcation
+from .search import BifurcationRule
 from .train import TrainConfig
 
 __all__ = [
@@ -74,7 +74,7 @@ COLUMNS = (
     "epochs_run",  # last epoch trained
     "stop_reason",  # "completed", the rule's reason ("no bifurcation by epoch E") or "non-finite loss"
     "best_val_loss", "best_epoch", "final_val_loss",
-    "bifurcated",  # the transition rate fell below half its early plateau (hmmrnn.search)
+    "bifurcated",  # the transition rate fell below half its early plateau (hmmrnn.search; silent checks left out)
     "bifurcation_epoch",  # midpoint rule; empty when not bifurcated
     "rate_early", "rate_final",  # transition-rate levels of the rule
     "max_sq_transition_error",  # largest squared entry of the output transition-matrix error
@@ -395,8 +395,34 @@ def run_state(out: str | Path, run: RunSpec) -> tuple[str, dict[str, Any] | None
     _check_settings(Path(out), run)
     result = _read_json(folder / RESULT_FILE)
     if result is not None and result["settings"] == run.settings():
-        return "done", result["row"]
+        return "done", current_row(folder, result)
     return ("partial" if resume_path(folder) is not None else "new"), None
+
+
+def rule_fields(history: dict[str, list], rule: BifurcationRule, search: bool) -> dict[str, Any]:
+    """The row's verdict of ``rule`` on a run's recorded checks (``history["check_epoch"]``,
+    ``history["check_rate"]``): ``bifurcated``, ``bifurcation_epoch``, ``rate_early``,
+    ``rate_final`` and ``search_success`` (None for a run that is no search try)."""
+    status = rule.bifurcation(history.get("check_epoch", []), history.get("check_rate", []))
+    return dict(bifurcated=status.found, bifurcation_epoch=_number(status.epoch), rate_early=_number(status.early_level),
+                rate_final=_number(status.final_level), search_success=status.found if search else None)
+
+
+def current_row(folder: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's row (``result.json``), its verdict re-derived by today's rule.
+
+    The rule's verdict is a function of the rates the run recorded (its ``config.json``
+    history) and the rule's settings (``result["settings"]["rule"]``), so a change of the
+    rule's code reaches runs finished before it without retraining. A run without a
+    checkpoint (a non-finite loss) keeps its stored row.
+    """
+    row = dict(result["row"])
+    config = _read_json(folder / "config.json")
+    if config is None or row.get("stop_reason") == "non-finite loss":
+        return row
+    rule = BifurcationRule.from_dict(result["settings"]["rule"])
+    row.update(rule_fields(config.get("history", {}), rule, bool(row.get("search"))))
+    return row
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -474,23 +500,19 @@ def run_one(run: RunSpec, out: str, threads: int = 1, stop_after: int | None = N
         row.update(stop_reason="non-finite loss", bifurcated=False, search_success=False if run.search else None)
     else:
         results, history = checkpoint.results, checkpoint.history
-        status = training_bifurcation(history.get("check_epoch", []), history.get("check_rate", []),
-                                      tuple(rule.early), rule.final_count, rule.drop)
         ev = run.evaluation
         fit = evaluate(checkpoint, n=ev["n"], length=ev["length"], seed=ev["seed"], device=str(checkpoint.training["device"]),
                        matched=bool(ev["matched"]))
         row.update(
             epochs_run=int(results["final_epoch"]), stop_reason=results.get("stop_reason", "completed"),
             best_val_loss=_number(results["best_val_loss"]), best_epoch=int(results["best_epoch"]),
-            final_val_loss=_number(results["final_val_loss"]), bifurcated=status.found,
-            bifurcation_epoch=_number(status.epoch), rate_early=_number(status.early_level), rate_final=_number(status.final_level),
+            final_val_loss=_number(results["final_val_loss"]), **rule_fields(history, rule, bool(run.search)),
             max_sq_transition_error=_number(fit.max_transition_error),
             lability=_number(fit.rnn.lability), lability_hmm=_number(fit.hmm_exact.lability),
             rare_frequency=_number(fit.rnn.rare_frequency), rare_frequency_hmm=_number(fit.hmm_exact.rare_frequency),
             matched_distance=_number(fit.matched_distance_argmax), matched_distance_baseline=_number(fit.matched_distance_baseline_argmax),
             matched_distance_plan=_number(fit.matched_distance), matched_distance_plan_baseline=_number(fit.matched_distance_baseline),
             fit_passes=fit.passes, eval_n=fit.n, eval_length=fit.length, device=str(checkpoint.training["device"]),
-            search_success=status.found if run.search else None,
         )
         for k, (ours, exact) in enumerate(zip(fit.rnn.marginals, fit.hmm_exact.marginals)):
             row[f"marginal_{k}"] = _number(ours)
@@ -509,7 +531,7 @@ def collect(out: str | Path) -> list[dict[str, Any]]:
     search cell, target, |h|, d, seed."""
     rows = []
     for path in sorted(Path(out).glob(f"*/{RESULT_FILE}")):
-        rows.append(json.loads(path.read_text())["row"])
+        rows.append(current_row(path.parent, json.loads(path.read_text())))
     return sorted(rows, key=lambda r: (r.get("search") or "", r["target"], r["hidden"], r["input"], r["seed"]))
 
 

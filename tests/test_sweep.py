@@ -65,6 +65,54 @@ def test_training_bifurcation_on_a_hand_made_history():
     assert not training_bifurcation(EPOCHS, diverged, early=(10, 30), final_count=5).found
 
 
+
+# the history of grid run linear3-h50-d100-s1 (10 trajectories x 500 steps per check):
+# flickering at 0.49, silent (no switch: 1/500) at epochs 15-25, flickering again, silent at
+# 50-60, then the HMM's slow switching from epoch 70
+SILENT = 1 / 500
+GRID_EPOCHS = np.arange(5, 105, 5)
+GRID_RATES = np.array([0.495, 0.493, SILENT, SILENT, SILENT, 0.325, 0.295, 0.223, 0.1, SILENT, 0.03, SILENT, 0.04,
+                       0.063, 0.07, 0.083, 0.08, 0.075, 0.07, 0.075])
+
+
+def test_silent_checks_are_left_out_of_the_rule():
+    # kept, the silent checks make the plateau 0.002, and no drop below it is possible
+    assert not training_bifurcation(GRID_EPOCHS, GRID_RATES).found
+    # left out: plateau = median(0.493, 0.325) = 0.409 (epochs 10 and 30), final = median of the
+    # last 5 = 0.075, midpoint 0.242: first crossed at epoch 40 (0.223)
+    b = training_bifurcation(GRID_EPOCHS, GRID_RATES, silent_rate=SILENT)
+    assert b.found and b.epoch == 40.0 and b.early_level == pytest.approx(0.409) and b.final_level == 0.075
+    assert BifurcationRule(n_steps=500).bifurcation(GRID_EPOCHS, GRID_RATES) == b
+    # a run silent through its early window never flickered: undecided, whatever follows
+    never = np.where(GRID_EPOCHS < 95, SILENT, 0.03)
+    quiet = training_bifurcation(GRID_EPOCHS, never, silent_rate=SILENT)
+    assert not quiet.found and math.isnan(quiet.early_level)
+    # a slightly higher rate (one switch in 5,000 steps) is a measurement, not silence
+    assert training_bifurcation(GRID_EPOCHS, GRID_RATES + 1e-4, silent_rate=SILENT).early_level == pytest.approx(0.0021)
+    with pytest.raises(ValueError, match="silent_rate"):
+        training_bifurcation(GRID_EPOCHS, GRID_RATES, silent_rate=-1.0)
+
+
+def test_a_finished_row_takes_the_verdict_of_todays_rule(tmp_path):
+    """The table re-derives the rule's columns from the recorded checks (config.json history)."""
+    folder = tmp_path / "linear3-h50-d100-s1"
+    folder.mkdir()
+    rule = BifurcationRule(n_steps=500).as_dict()
+    stale = {"name": folder.name, "search": None, "bifurcated": False, "bifurcation_epoch": None, "rate_early": 0.002,
+             "rate_final": 0.075, "best_val_loss": 4.0, "stop_reason": "completed"}
+    result = {"name": folder.name, "settings": {"rule": rule}, "row": stale}
+    (folder / "config.json").write_text(json.dumps({"history": {"check_epoch": GRID_EPOCHS.tolist(),
+                                                                "check_rate": GRID_RATES.tolist()}}))
+    row = sweep.current_row(folder, result)
+    assert row["bifurcated"] is True and row["bifurcation_epoch"] == 40.0 and row["rate_early"] == pytest.approx(0.409)
+    assert row["best_val_loss"] == 4.0 and row["search_success"] is None  # the rest is the stored row
+    assert result["row"] is stale and stale["bifurcated"] is False  # not changed in place
+    # a search try's success is the same verdict
+    assert sweep.current_row(folder, {**result, "row": {**stale, "search": "linear3-h50-d100"}})["search_success"] is True
+    # a run that diverged has no checkpoint: its stored row stands
+    diverged = {**stale, "stop_reason": "non-finite loss"}
+    assert sweep.current_row(folder, {**result, "row": diverged}) == diverged
+
 def test_rule_stops_a_run_only_without_a_bifurcation_by_epoch_e():
     rule = BifurcationRule(no_bifurcation_by=60, early=(10, 30), final_count=5).validate()
     flat = np.full(EPOCHS.shape, 0.7)
