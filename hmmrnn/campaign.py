@@ -70,6 +70,15 @@ def _paper_range(values: Any) -> str:
     return f"{values:g}"
 
 
+def _bifurcation_cell(r: Mapping[str, Any], bif: bool | None) -> str:
+    """The bifurcation column of a run: its epoch, "none", "no plateau" (no early level) or "-"."""
+    if bif is None:
+        return "-"
+    if bif:
+        return _i(r.get("bifurcation_epoch"))
+    return "no plateau" if missing(r.get("rate_early")) and r.get("stop_reason") != "non-finite loss" else "none"
+
+
 def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] | None = None,
                title: str = "every run of the campaign") -> Table:
     """One row per run, sorted by target and seed.
@@ -94,7 +103,7 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
         rows.append([
             str(r["target"]), _i(r["seed"]), _i(r["epochs_run"]),
             f"{_f(r['best_val_loss'], '.3f')} @ {_i(r['best_epoch'])}",
-            "-" if bif is None else (_i(r.get("bifurcation_epoch")) if bif else "none"),
+            _bifurcation_cell(r, bif),
             _f(r.get("max_sq_transition_error"), ".4f"), lab, matched,
             "-" if fit is None else ("yes" if fit else "no"),
             "shipped" if is_shipped else "",
@@ -103,7 +112,9 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
                   "max sq. transition error", "lability (HMM)", "matched distance (HMM-HMM)", "fit bar", ""],
                  rows, title=title, flagged=flagged,
                  notes=["bifurcation: the sweep's rule (hmmrnn.search), none = no bifurcation by the end of the run "
-                        "(flagged); fit statistics of the run's best weights, its readout not calibrated"])
+                        "(flagged), no plateau = the rate had no early plateau to fall from (every check of epochs "
+                        "10-30 silent or diverged: the rule cannot date a drop; flagged); fit statistics of the run's "
+                        "best weights, its readout not calibrated"])
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ def row(target, seed, best, bif_epoch=None, **extra):
     r = {"target": target, "seed": seed, "epochs_run": 1000, "stop_reason": "completed", "best_val_loss": best,
          "best_epoch": 900, "bifurcated": bif_epoch is not None, "bifurcation_epoch": bif_epoch,
          "max_sq_transition_error": 0.0011, "lability": 0.0591862, "lability_hmm": 0.086445,
-         "matched_distance": 0.89, "matched_distance_baseline": 1.353, "fit_passes": True}
+         "matched_distance": 0.89, "matched_distance_baseline": 1.353, "fit_passes": True, "rate_early": 0.45}
     r.update(extra)
     return r
 
@@ -44,6 +44,16 @@ def test_seed_table_rows_flags_and_shipped():
     assert t.rows[1][4] == "55" and t.rows[1][9] == "shipped" and t.rows[2][9] == ""
     assert t.rows[0][6] == "0.059 (0.086)" and t.rows[0][7] == "0.89 (1.35)"
     assert list(t.flagged) == [0]
+
+
+def test_a_run_without_an_early_plateau_is_told_apart_from_one_that_never_dropped():
+    # cyclic4 seed 0 of the campaign: silent (1/500) through epochs 10-30, so no early level
+    quiet = row("cyclic4", 0, 5.498, None, rate_early=None, fit_passes=False)
+    diverged = row("fully3", 0, 2.03, None, rate_early=None, stop_reason="non-finite loss")
+    t = campaign.seed_table([quiet, diverged, row("cyclic4", 1, 5.5, None)])
+    assert [r[4] for r in t.rows] == ["no plateau", "none", "none"]
+    assert list(t.flagged) == [0, 1, 2]
+    assert campaign.seed_table([row("cyclic4", 0, 5.498, None, rate_early="")]).rows[0][4] == "no plateau"  # csv text
 
 
 def test_records_as_pandas_and_csv_give_them():
