@@ -51,9 +51,10 @@ class Bifurcation(NamedTuple):
     Fields:
         found: the final level of the rate is below ``drop`` times its early plateau.
         epoch: the bifurcation epoch by the midpoint rule (NaN when not found).
-        early_level: median rate over the early window (NaN before the window is filled).
+        early_level: median rate over the early window (NaN before the window is filled, or
+            when every check in it diverged or was silent: the run had no early plateau).
         final_level: median rate over the last ``final_count`` checks (NaN when too few
-            checks lie after the early window).
+            checks lie after the early window, or when all of them diverged or were silent).
     """
 
     found: bool
@@ -69,9 +70,10 @@ def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early:
     The rule of chapter "Compositionality": :func:`hmmrnn.dynamics.detect_transition` on
     ``(epochs, rates)``, and found when ``final_level < drop * early_level``. Rates at or below
     ``silent_rate`` (a check whose output never changed: ``1 / n_steps``) are left out like
-    NaN ones. Undecided (not found, NaN levels) while fewer than ``final_count`` checks lie
+    NaN ones. Undecided (not found, epoch NaN) while fewer than ``final_count`` checks lie
     after the early window or while the early window or the last ``final_count`` rates are
-    all NaN or silent (a diverged run; a run that never flickered).
+    all NaN or silent (a diverged run; a run that never flickered); the level that cannot be
+    measured is then NaN, the other is given.
 
     Args:
         epochs: (n,) epochs of the checks, increasing.
@@ -93,9 +95,11 @@ def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early:
         with np.errstate(invalid="ignore"):
             r[r <= silent_rate * (1 + 1e-9)] = np.nan
     in_early = (e >= early[0]) & (e <= early[1])
-    undecided = Bifurcation(False, math.nan, math.nan, math.nan)
-    if int((e > early[1]).sum()) < final_count or not np.isfinite(r[in_early]).any() or not np.isfinite(r[-final_count:]).any():
-        return undecided
+    enough = int((e > early[1]).sum()) >= final_count
+    early_level = float(np.nanmedian(r[in_early])) if np.isfinite(r[in_early]).any() else math.nan
+    final_level = float(np.nanmedian(r[-final_count:])) if enough and np.isfinite(r[-final_count:]).any() else math.nan
+    if not (math.isfinite(early_level) and math.isfinite(final_level)):
+        return Bifurcation(False, math.nan, early_level, final_level)  # undecided: the levels that exist
     jump = detect_transition(e, r, early=early, final_count=final_count)
     found = bool(jump.final_level < drop * jump.early_level)
     return Bifurcation(found, jump.epoch if found else math.nan, jump.early_level, jump.final_level)

@@ -49,10 +49,12 @@ def test_seed_table_rows_flags_and_shipped():
 def test_a_run_without_an_early_plateau_is_told_apart_from_one_that_never_dropped():
     # cyclic4 seed 0 of the campaign: silent (1/500) through epochs 10-30, so no early level
     quiet = row("cyclic4", 0, 5.498, None, rate_early=None, fit_passes=False)
-    diverged = row("fully3", 0, 2.03, None, rate_early=None, stop_reason="non-finite loss")
-    t = campaign.seed_table([quiet, diverged, row("cyclic4", 1, 5.5, None)])
-    assert [r[4] for r in t.rows] == ["no plateau", "none", "none"]
-    assert list(t.flagged) == [0, 1, 2]
+    # fully3 seed 0: a plateau (0.57), then its driven runs diverged (no final level): "none"
+    runaway = row("fully3", 0, 2.03, None, rate_early=0.57, rate_final=None)
+    diverged = row("fully3", 1, 2.03, None, rate_early=None, stop_reason="non-finite loss")
+    t = campaign.seed_table([quiet, runaway, diverged, row("cyclic4", 1, 5.5, None)])
+    assert [r[4] for r in t.rows] == ["no plateau", "none", "none", "none"]
+    assert list(t.flagged) == [0, 1, 2, 3]
     assert campaign.seed_table([row("cyclic4", 0, 5.498, None, rate_early="")]).rows[0][4] == "no plateau"  # csv text
 
 

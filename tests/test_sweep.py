@@ -59,10 +59,11 @@ def test_training_bifurcation_on_a_hand_made_history():
     assert not training_bifurcation(EPOCHS, np.where(EPOCHS < 60, 0.7, 0.4), early=(10, 30), final_count=5).found
     # undecided while fewer than final_count checks lie after the early window (35, 40, 45, 50)
     undecided = training_bifurcation(EPOCHS[:10], DROP[:10], early=(10, 30), final_count=5)
-    assert not undecided.found and all(math.isnan(x) for x in undecided[1:])
-    # a diverged network (NaN rates at the end) is undecided, never a bifurcation
-    diverged = np.where(EPOCHS < 80, 0.7, np.nan)
-    assert not training_bifurcation(EPOCHS, diverged, early=(10, 30), final_count=5).found
+    assert not undecided.found and math.isnan(undecided.epoch) and math.isnan(undecided.final_level)
+    assert undecided.early_level == 0.7  # the plateau is measured already
+    # a diverged network (NaN rates at the end) is undecided, never a bifurcation; its plateau is kept
+    diverged = training_bifurcation(EPOCHS, np.where(EPOCHS < 80, 0.7, np.nan), early=(10, 30), final_count=5)
+    assert not diverged.found and diverged.early_level == 0.7 and math.isnan(diverged.final_level)
 
 
 
@@ -86,7 +87,7 @@ def test_silent_checks_are_left_out_of_the_rule():
     # a run silent through its early window never flickered: undecided, whatever follows
     never = np.where(GRID_EPOCHS < 95, SILENT, 0.03)
     quiet = training_bifurcation(GRID_EPOCHS, never, silent_rate=SILENT)
-    assert not quiet.found and math.isnan(quiet.early_level)
+    assert not quiet.found and math.isnan(quiet.early_level) and quiet.final_level == 0.03
     # a slightly higher rate (one switch in 5,000 steps) is a measurement, not silence
     assert training_bifurcation(GRID_EPOCHS, GRID_RATES + 1e-4, silent_rate=SILENT).early_level == pytest.approx(0.0021)
     with pytest.raises(ValueError, match="silent_rate"):
