@@ -59,6 +59,9 @@ __all__ = [
     "running_median",
     "secondary_drop_epoch",
     "output_transition_counts",
+    "TransitionEntry",
+    "worst_transition_entry",
+    "rollout_transition_counts",
     "empirical_transition_matrix",
     "empirical_marginals",
     "empirical_lability",
@@ -155,6 +158,73 @@ def output_transition_counts(outputs: np.ndarray | torch.Tensor, n_outputs: int)
         return np.zeros((n_outputs, n_outputs), dtype=np.int64)
     pair_index = outputs[:, :-1] * n_outputs + outputs[:, 1:]
     return np.bincount(pair_index.ravel(), minlength=n_outputs * n_outputs).reshape(n_outputs, n_outputs)
+
+
+class TransitionEntry(NamedTuple):
+    """One entry of an empirical output transition matrix against the exact one, with its evidence.
+
+    Fields:
+        origin, destination: the entry ``(a, b)``.
+        visits: steps that emitted ``a`` and have a successor (``counts[a].sum()``).
+        count: of them, steps followed by ``b`` (``counts[a, b]``).
+        empirical: ``count / visits``; exact: the HMM's ``P(b | a)``.
+        squared_error: ``(empirical - exact) ** 2``.
+        p_value: two-sided exact binomial test of ``count ~ Binomial(visits, exact)``: how
+            often a sampler with the exact row would print an entry at least this unusual
+            from the same number of visits.
+    """
+
+    origin: int
+    destination: int
+    visits: int
+    count: int
+    empirical: float
+    exact: float
+    squared_error: float
+    p_value: float
+
+
+def worst_transition_entry(counts: np.ndarray, exact: np.ndarray) -> TransitionEntry:
+    """The entry with the largest squared error of the row-normalised ``counts`` against ``exact``.
+
+    The fit bar's statistic (:attr:`FitReport.max_transition_error`) is that error; this says
+    how many visits it was estimated from and whether the exact row explains it.
+
+    Args:
+        counts: (K, K) :func:`output_transition_counts`.
+        exact: (K, K) exact transition matrix (rows sum to 1).
+
+    Raises:
+        ValueError: shapes differ, or an output is never visited (its row, hence the fit
+            bar's statistic, is undefined).
+    """
+    from scipy.stats import binomtest
+
+    counts = np.asarray(counts)
+    exact = np.asarray(exact, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape != exact.shape:
+        raise ValueError(f"counts and exact must be equal (K, K) matrices, got {counts.shape}, {exact.shape}")
+    visits = counts.sum(axis=1)
+    if (visits == 0).any():
+        raise ValueError(f"output(s) {np.flatnonzero(visits == 0).tolist()} never visited: their rows are undefined")
+    empirical = counts / visits[:, None]
+    error = (empirical - exact) ** 2
+    a, b = (int(i) for i in np.unravel_index(int(np.argmax(error)), error.shape))
+    n_a, k = int(visits[a]), int(counts[a, b])
+    p = float(binomtest(k, n_a, float(exact[a, b])).pvalue)
+    return TransitionEntry(a, b, n_a, k, float(empirical[a, b]), float(exact[a, b]), float(error[a, b]), p)
+
+
+def rollout_transition_counts(checkpoint: Any, n: int, length: int, seed: int, device: str = "cpu") -> np.ndarray:
+    """(K, K) :func:`output_transition_counts` of the ``n`` sequences that :func:`evaluate` samples
+    with the same ``n``, ``length`` and ``seed`` (the same generator, so the same outputs)."""
+    from .checkpoints import Checkpoint, load
+
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = load(checkpoint)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    outputs = sample_rnn_outputs(checkpoint.model(device), int(n), int(length), generator)
+    return output_transition_counts(outputs, checkpoint.hmm.n_outputs)
 
 
 def empirical_transition_matrix(outputs: np.ndarray | torch.Tensor, n_outputs: int) -> np.ndarray:

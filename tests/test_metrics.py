@@ -374,3 +374,46 @@ def test_secondary_drop_epoch_finds_the_midpoint_crossing():
     # the midpoint 23 is crossed at epoch 70 (36 - 26 * 10/20 = 23 -> strictly below after 70)
     assert secondary_drop_epoch(epochs, loss) == 71
     assert secondary_drop_epoch(epochs, np.full(200, 10.0)) is None
+
+
+# --------------------------------------------------------------------------- the worst entry and its evidence
+
+def _binomial_two_sided(k: int, n: int, p: float) -> float:
+    """Independent two-sided exact binomial p-value: the total probability of outcomes no more
+    likely than k (the 'minlike' convention), by direct summation."""
+    pmf = [math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(n + 1)]
+    return min(1.0, sum(q for q in pmf if q <= pmf[k] * (1 + 1e-7)))
+
+
+def test_worst_transition_entry_of_a_rarely_visited_row():
+    from hmmrnn.metrics import worst_transition_entry
+
+    exact = output_transition_matrix(get_hmm("linear3"))
+    # the grid's linear3-h50-d100-s2: 5 visits of the rare output, 4 followed by output 0
+    counts = np.rint(exact * 1e5).astype(np.int64)
+    counts[1] = [4, 0, 1]
+    e = worst_transition_entry(counts, exact)
+    assert (e.origin, e.destination, e.visits, e.count) == (1, 0, 5, 4)
+    assert e.empirical == 0.8 and e.squared_error == pytest.approx((0.8 - 0.495) ** 2, abs=1e-12)
+    assert e.p_value == pytest.approx(_binomial_two_sided(4, 5, exact[1, 0]), rel=1e-9)
+    assert 0.2 < e.p_value < 0.25  # an exact sampler prints this from 5 visits about one time in five
+    # the same error from 5,000 visits is no accident
+    counts[1] = [4000, 0, 1000]
+    assert worst_transition_entry(counts, exact).p_value < 1e-100
+    with pytest.raises(ValueError, match=r"output\(s\) \[1\] never visited"):
+        counts[1] = 0
+        worst_transition_entry(counts, exact)
+    with pytest.raises(ValueError, match="equal"):
+        worst_transition_entry(np.ones((3, 2)), exact)
+
+
+def test_rollout_transition_counts_are_those_evaluate_judges():
+    from hmmrnn.metrics import evaluate, rollout_transition_counts, worst_transition_entry
+
+    checkpoint = _random_checkpoint()
+    counts = rollout_transition_counts(checkpoint, 200, 20, seed=3)
+    assert counts.sum() == 200 * 19
+    report = evaluate(checkpoint, n=200, length=20, seed=3, matched=False)
+    assert (counts.sum(axis=1) > 0).all()  # this random network emits every output
+    np.testing.assert_array_equal(counts / counts.sum(axis=1, keepdims=True), report.rnn.transition)
+    assert worst_transition_entry(counts, output_transition_matrix(checkpoint.hmm)).squared_error == report.max_transition_error
