@@ -222,9 +222,14 @@ def rollout_transition_counts(checkpoint: Any, n: int, length: int, seed: int, d
 
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = load(checkpoint)
+    return output_transition_counts(_evaluation_outputs(checkpoint, n, length, seed, device), checkpoint.hmm.n_outputs)
+
+
+def _evaluation_outputs(checkpoint: Any, n: int, length: int, seed: int, device: str) -> np.ndarray:
+    """(n, length) outputs of ``checkpoint``'s network as :func:`evaluate` samples them (a
+    ``torch.Generator`` on ``device`` seeded with ``seed``)."""
     generator = torch.Generator(device=device).manual_seed(int(seed))
-    outputs = sample_rnn_outputs(checkpoint.model(device), int(n), int(length), generator)
-    return output_transition_counts(outputs, checkpoint.hmm.n_outputs)
+    return sample_rnn_outputs(checkpoint.model(device), int(n), int(length), generator)
 
 
 def empirical_transition_matrix(outputs: np.ndarray | torch.Tensor, n_outputs: int) -> np.ndarray:
@@ -892,9 +897,7 @@ def evaluate(checkpoint: Any, n: int = 5000, length: int | None = None, seed: in
         raise ValueError(f"length must be at least 2 (transitions need pairs), got {length}")
     start = time.perf_counter()
     hmm = checkpoint.hmm
-    model = checkpoint.model(device)
-    generator = torch.Generator(device=device).manual_seed(int(seed))
-    rnn_outputs = sample_rnn_outputs(model, int(n), length, generator)
+    rnn_outputs = _evaluation_outputs(checkpoint, n, length, seed, device)
     rng = np.random.default_rng(seed)
     _, hmm_outputs = sample(hmm, int(n), length, rng)
     baseline = sample(hmm, int(n), length, rng)[1] if matched else None
