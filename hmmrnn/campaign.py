@@ -24,6 +24,7 @@ import numpy as np
 
 from . import paper
 from .checkpoints import load
+from .search import BifurcationRule
 from .tables import Table
 
 __all__ = ["SeedSpread", "missing", "seed_spread", "seed_table", "spread_table", "shipped_seeds"]
@@ -57,6 +58,9 @@ def _f(value: Any, spec: str) -> str:
     return "-" if missing(value) else format(float(value), spec)
 
 
+_RULE_EARLY = BifurcationRule().early  # the sweeps' early window (the rule's default)
+
+
 def _i(value: Any) -> str:
     return "-" if missing(value) else str(int(value))
 
@@ -71,12 +75,14 @@ def _paper_range(values: Any) -> str:
 
 
 def _bifurcation_cell(r: Mapping[str, Any], bif: bool | None) -> str:
-    """The bifurcation column of a run: its epoch, "none", "no plateau" (no early level) or "-"."""
+    """The bifurcation column of a run: its epoch (with the plateau's first epoch when the rule
+    moved its window: "100 (plateau from 75)"), "none", "no plateau" (no early level) or "-"."""
     if bif is None:
         return "-"
+    late = "" if missing(r.get("plateau_from")) or float(r["plateau_from"]) <= _RULE_EARLY[0] else f" (plateau from {_i(r['plateau_from'])})"
     if bif:
-        return _i(r.get("bifurcation_epoch"))
-    return "no plateau" if missing(r.get("rate_early")) and r.get("stop_reason") != "non-finite loss" else "none"
+        return _i(r.get("bifurcation_epoch")) + late
+    return ("no plateau" if missing(r.get("rate_early")) and r.get("stop_reason") != "non-finite loss" else "none") + late
 
 
 def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] | None = None,
@@ -112,9 +118,10 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
                   "max sq. transition error", "lability (HMM)", "matched distance (HMM-HMM)", "fit bar", ""],
                  rows, title=title, flagged=flagged,
                  notes=["bifurcation: the sweep's rule (hmmrnn.search), none = no bifurcation by the end of the run "
-                        "(flagged), no plateau = the rate had no early plateau to fall from (every check of epochs "
-                        "10-30 silent or diverged: the rule cannot date a drop; flagged); fit statistics of the run's "
-                        "best weights, its readout not calibrated"])
+                        f"(flagged), no plateau = no check of the run flickered (every one silent or diverged: the "
+                        f"rule cannot date a drop; flagged), plateau from E = no check of epochs "
+                        f"{_RULE_EARLY[0]}-{_RULE_EARLY[1]} flickered, and the rule measured the plateau from the "
+                        f"first that did (epoch E); fit statistics of the run's best weights, its readout not calibrated"])
 
 
 @dataclass(frozen=True)

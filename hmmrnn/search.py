@@ -16,8 +16,15 @@ that failed. Here the rule is code, applied while a run trains:
   the early window (grid ``linear3-h50-d100-s1``: 0.49 at epoch 10, 0.002 at 15-25, 0.33 at
   30, 0.06 from 70) had a plateau of 0.002 and its drop went unseen; and a run that was
   silent until its switching appeared (campaign ``cyclic4``: 0.002 to epoch ~95, then
-  0.02-0.05) has no flickering plateau at all, so it is undecided rather than "not
-  bifurcated" by a comparison with silence.
+  0.02-0.05) has no flickering plateau in the early window.
+* **A late plateau.** When no check of the early window flickers (every one silent or
+  diverged), the plateau is measured over a window of the same length that starts at the
+  first flickering check after it. Grid ``linear3-h150-d1-s0`` diverged or was silent at
+  every check of epochs 10-70, flickered at 0.16-0.24 over epochs 75-95 and fell to the
+  HMM's slow switching (0.06) from epoch 110; with a fixed window it had no plateau and
+  counted as not bifurcated. (This second amendment was made after that run and
+  ``-s1`` were seen; the runs finished after it are its test.) A run with no flickering
+  check at all stays undecided.
 * **Early stop.** ``no_bifurcation_by = E``: a run that has not bifurcated at its first check
   at or after epoch E ends there (``results["stop_reason"] = "no bifurcation by epoch E"``).
 
@@ -42,7 +49,7 @@ from .dynamics import detect_transition, snapshot_dynamics
 from .model import RNNWeights
 from .train import CheckResult
 
-__all__ = ["Bifurcation", "training_bifurcation", "BifurcationRule"]
+__all__ = ["Bifurcation", "training_bifurcation", "plateau_window", "BifurcationRule"]
 
 
 class Bifurcation(NamedTuple):
@@ -51,16 +58,20 @@ class Bifurcation(NamedTuple):
     Fields:
         found: the final level of the rate is below ``drop`` times its early plateau.
         epoch: the bifurcation epoch by the midpoint rule (NaN when not found).
-        early_level: median rate over the early window (NaN before the window is filled, or
-            when every check in it diverged or was silent: the run had no early plateau).
+        early_level: median rate over the plateau window (NaN before the window is filled, or
+            when no check of the run flickered: the run had no early plateau).
         final_level: median rate over the last ``final_count`` checks (NaN when too few
-            checks lie after the early window, or when all of them diverged or were silent).
+            checks lie after the plateau window, or when all of them diverged or were silent).
+        plateau_from: first epoch of the plateau window: the rule's early window, or the first
+            flickering check after it when no check of that window flickered (NaN when no
+            check flickered).
     """
 
     found: bool
     epoch: float
     early_level: float
     final_level: float
+    plateau_from: float = math.nan
 
 
 def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early: tuple[float, float] = (10, 30),
@@ -70,10 +81,13 @@ def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early:
     The rule of chapter "Compositionality": :func:`hmmrnn.dynamics.detect_transition` on
     ``(epochs, rates)``, and found when ``final_level < drop * early_level``. Rates at or below
     ``silent_rate`` (a check whose output never changed: ``1 / n_steps``) are left out like
-    NaN ones. Undecided (not found, epoch NaN) while fewer than ``final_count`` checks lie
-    after the early window or while the early window or the last ``final_count`` rates are
-    all NaN or silent (a diverged run; a run that never flickered); the level that cannot be
-    measured is then NaN, the other is given.
+    NaN ones. A check *flickers* when its rate is finite and not silent. When no check in
+    ``early`` flickers, the plateau window is ``early`` moved to start at the first flickering
+    check after it (same length), and the drop is located after that window. Undecided (not
+    found, epoch NaN) while fewer than ``final_count`` checks lie after the plateau window
+    or while the plateau window or the last ``final_count`` rates are all NaN or silent (a
+    diverged run; a run that never flickered); the level that cannot be measured is then
+    NaN, the other is given.
 
     Args:
         epochs: (n,) epochs of the checks, increasing.
@@ -94,15 +108,38 @@ def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early:
     if silent_rate > 0:
         with np.errstate(invalid="ignore"):
             r[r <= silent_rate * (1 + 1e-9)] = np.nan
-    in_early = (e >= early[0]) & (e <= early[1])
-    enough = int((e > early[1]).sum()) >= final_count
+    window = plateau_window(e, r, early)
+    in_early = (e >= window[0]) & (e <= window[1])
+    enough = int((e > window[1]).sum()) >= final_count
     early_level = float(np.nanmedian(r[in_early])) if np.isfinite(r[in_early]).any() else math.nan
     final_level = float(np.nanmedian(r[-final_count:])) if enough and np.isfinite(r[-final_count:]).any() else math.nan
+    plateau_from = window[0] if math.isfinite(early_level) else math.nan
     if not (math.isfinite(early_level) and math.isfinite(final_level)):
-        return Bifurcation(False, math.nan, early_level, final_level)  # undecided: the levels that exist
-    jump = detect_transition(e, r, early=early, final_count=final_count)
+        return Bifurcation(False, math.nan, early_level, final_level, plateau_from)  # undecided: the levels that exist
+    jump = detect_transition(e, r, early=window, final_count=final_count)
     found = bool(jump.final_level < drop * jump.early_level)
-    return Bifurcation(found, jump.epoch if found else math.nan, jump.early_level, jump.final_level)
+    return Bifurcation(found, jump.epoch if found else math.nan, jump.early_level, jump.final_level, plateau_from)
+
+
+def plateau_window(epochs: np.ndarray, rates: np.ndarray, early: tuple[float, float]) -> tuple[float, float]:
+    """The epochs (inclusive) over which :func:`training_bifurcation` measures the early plateau.
+
+    ``early`` itself when one of its checks flickers (a finite rate; silent checks must
+    already be NaN); else the same length moved to the first flickering check after
+    ``early[0]``; else ``early`` (no check flickered: no plateau).
+
+    Args:
+        epochs: (n,) epochs of the checks, increasing.
+        rates: (n,) their rates, NaN where diverged or silent.
+        early: the rule's early window.
+    """
+    flickering = np.isfinite(rates)
+    in_early = (epochs >= early[0]) & (epochs <= early[1])
+    later = flickering & (epochs >= early[0])
+    if flickering[in_early].any() or not later.any():
+        return float(early[0]), float(early[1])
+    start = float(epochs[np.argmax(later)])
+    return start, start + float(early[1] - early[0])
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ COLUMNS = (
     "bifurcated",  # the transition rate fell below half its early plateau (hmmrnn.search; silent checks left out)
     "bifurcation_epoch",  # midpoint rule; empty when not bifurcated
     "rate_early", "rate_final",  # transition-rate levels of the rule
+    "plateau_from",  # first epoch of the plateau window (later than the rule's when its window never flickered)
     "max_sq_transition_error",  # largest squared entry of the output transition-matrix error
     "lability", "lability_hmm", "rare_frequency", "rare_frequency_hmm",
     "matched_distance", "matched_distance_baseline",  # argmax reading (the paper's baselines)
@@ -402,10 +403,11 @@ def run_state(out: str | Path, run: RunSpec) -> tuple[str, dict[str, Any] | None
 def rule_fields(history: dict[str, list], rule: BifurcationRule, search: bool) -> dict[str, Any]:
     """The row's verdict of ``rule`` on a run's recorded checks (``history["check_epoch"]``,
     ``history["check_rate"]``): ``bifurcated``, ``bifurcation_epoch``, ``rate_early``,
-    ``rate_final`` and ``search_success`` (None for a run that is no search try)."""
+    ``rate_final``, ``plateau_from`` and ``search_success`` (None for a run that is no search try)."""
     status = rule.bifurcation(history.get("check_epoch", []), history.get("check_rate", []))
     return dict(bifurcated=status.found, bifurcation_epoch=_number(status.epoch), rate_early=_number(status.early_level),
-                rate_final=_number(status.final_level), search_success=status.found if search else None)
+                rate_final=_number(status.final_level), plateau_from=_number(status.plateau_from),
+                search_success=status.found if search else None)
 
 
 def current_row(folder: Path, result: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import yaml
 from hmmrnn import sweep
 from hmmrnn.__main__ import main
 from hmmrnn.checkpoints import load
-from hmmrnn.search import BifurcationRule, training_bifurcation
+from hmmrnn.search import BifurcationRule, plateau_window, training_bifurcation
 from hmmrnn.train import CheckResult, TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ DROP = np.where(EPOCHS < 60, 0.7, 0.08)
 def test_training_bifurcation_on_a_hand_made_history():
     b = training_bifurcation(EPOCHS, DROP, early=(10, 30), final_count=5)
     # early level 0.7, final 0.08, midpoint 0.39: first crossed at epoch 60
-    assert b == (True, 60.0, 0.7, 0.08)
+    assert b == (True, 60.0, 0.7, 0.08, 10.0)
     flat = training_bifurcation(EPOCHS, np.full(EPOCHS.shape, 0.7), early=(10, 30), final_count=5)
     assert not flat.found and math.isnan(flat.epoch) and flat.early_level == 0.7 == flat.final_level
     # a drop to 0.4 is not below half the plateau (0.35): not a bifurcation
@@ -84,14 +84,47 @@ def test_silent_checks_are_left_out_of_the_rule():
     b = training_bifurcation(GRID_EPOCHS, GRID_RATES, silent_rate=SILENT)
     assert b.found and b.epoch == 40.0 and b.early_level == pytest.approx(0.409) and b.final_level == 0.075
     assert BifurcationRule(n_steps=500).bifurcation(GRID_EPOCHS, GRID_RATES) == b
-    # a run silent through its early window never flickered: undecided, whatever follows
-    never = np.where(GRID_EPOCHS < 95, SILENT, 0.03)
+    # a run that never flickered has no plateau: undecided
+    never = np.full(GRID_EPOCHS.shape, SILENT)
     quiet = training_bifurcation(GRID_EPOCHS, never, silent_rate=SILENT)
-    assert not quiet.found and math.isnan(quiet.early_level) and quiet.final_level == 0.03
+    assert not quiet.found and math.isnan(quiet.early_level) and math.isnan(quiet.plateau_from)
+    # a run that first flickers at epoch 95: its plateau window (95-115) is not filled yet
+    late = training_bifurcation(GRID_EPOCHS, np.where(GRID_EPOCHS < 95, SILENT, 0.03), silent_rate=SILENT)
+    assert not late.found and late.early_level == 0.03 and late.plateau_from == 95.0 and math.isnan(late.final_level)
     # a slightly higher rate (one switch in 5,000 steps) is a measurement, not silence
     assert training_bifurcation(GRID_EPOCHS, GRID_RATES + 1e-4, silent_rate=SILENT).early_level == pytest.approx(0.0021)
     with pytest.raises(ValueError, match="silent_rate"):
         training_bifurcation(GRID_EPOCHS, GRID_RATES, silent_rate=-1.0)
+
+
+# the history of grid run linear3-h150-d1-s0 to epoch 200: one silent check, the driven runs
+# diverge at every check of epochs 10-55, silent at 60-70, flickering at 0.16-0.24 over
+# epochs 75-95, then the HMM's slow switching (~0.06-0.1) from epoch 100
+D1_EPOCHS = np.arange(5, 205, 5)
+D1_RATES = np.array([SILENT, *[np.nan] * 10, SILENT, SILENT, SILENT, 0.202, 0.238, 0.179, 0.243, 0.163, 0.098, 0.109,
+                     0.079, 0.076, 0.074, 0.080, 0.069, 0.066, 0.069, 0.068, 0.070, 0.067, 0.069, 0.064, 0.062, 0.066,
+                     0.064, 0.061, 0.063, 0.059, 0.063])
+
+
+def test_a_plateau_after_a_silent_or_diverged_early_window():
+    rule = BifurcationRule(n_steps=500)
+    # no check of epochs 10-30 flickers: the plateau window moves to the first flickering check (75-95)
+    assert plateau_window(D1_EPOCHS, np.where(D1_RATES <= SILENT, np.nan, D1_RATES), (10, 30)) == (75.0, 95.0)
+    b = rule.bifurcation(D1_EPOCHS, D1_RATES)
+    # plateau = median(0.202, 0.238, 0.179, 0.243, 0.163) = 0.202; final = median of the last 5
+    # (0.064, 0.061, 0.063, 0.059, 0.063) = 0.063; midpoint 0.1325: first crossed after 95 at 100
+    assert b.found and b.plateau_from == 75.0 and b.early_level == pytest.approx(0.202)
+    assert b.final_level == pytest.approx(0.063) and b.epoch == 100.0
+    # the same verdict as the fixed rule given the moved window
+    assert training_bifurcation(D1_EPOCHS, np.where(D1_RATES <= SILENT, np.nan, D1_RATES), early=(75, 95)) == b
+    # one flickering check inside epochs 10-30 keeps the fixed window (its plateau, however short)
+    one = D1_RATES.copy()
+    one[3] = 0.5  # epoch 20
+    kept = rule.bifurcation(D1_EPOCHS, one)
+    assert kept.plateau_from == 10.0 and kept.early_level == 0.5 and kept.found and kept.epoch == 75.0  # 0.202 < (0.5 + 0.063) / 2
+    # before the moved window is filled and followed by final_count checks, undecided
+    assert not rule.bifurcation(D1_EPOCHS[:23], D1_RATES[:23]).found  # 4 checks after epoch 95
+    assert rule.bifurcation(D1_EPOCHS[:24], D1_RATES[:24]).found
 
 
 def test_a_finished_row_takes_the_verdict_of_todays_rule(tmp_path):
