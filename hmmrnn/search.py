@@ -23,8 +23,10 @@ that failed. Here the rule is code, applied while a run trains:
   every check of epochs 10-70, flickered at 0.16-0.24 over epochs 75-95 and fell to the
   HMM's slow switching (0.06) from epoch 110; with a fixed window it had no plateau and
   counted as not bifurcated. (This second amendment was made after that run and
-  ``-s1`` were seen; grid ``linear3-h150-d10-s0``, which started training after it, is its
-  held-out test.) A run with no flickering check at all stays undecided.
+  ``-s1`` were seen. Of the two runs that started training after it, it dates
+  ``linear3-h150-d10-s0``'s drop where its rates show it, but not ``-s1``'s: a single check
+  at 0.013 inside the early window keeps that window and becomes the plateau.) A run with
+  no flickering check at all stays undecided.
 * **Early stop.** ``no_bifurcation_by = E``: a run that has not bifurcated at its first check
   at or after epoch E ends there (``results["stop_reason"] = "no bifurcation by epoch E"``).
 
