@@ -223,15 +223,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import dashboard_link, load_spec, make_client, run_state, run_sweep, select
+    from .sweep import RunSpec, dashboard_link, done_elsewhere, load_spec, make_client, run_state, run_sweep, select
 
     spec = select(load_spec(args.spec, out=args.out, device=args.device), args.only)  # SpecError (a ValueError): exit 2
-    states = [(run.name, run_state(spec.out, run)[0]) for run in spec.runs]
-    print(f"sweep {args.spec}: {len(spec.runs)} runs ({sum(s == 'done' for _, s in states)} done), "
+
+    def state(run: RunSpec) -> str:
+        status = run_state(spec.out, run)[0]
+        elsewhere = done_elsewhere(spec.done_in, run) if status != "done" else None
+        return status if elsewhere is None else f"done (in {elsewhere[0]})"
+
+    states = [(run.name, state(run)) for run in spec.runs]
+    print(f"sweep {args.spec}: {len(spec.runs)} runs ({sum(s.startswith('done') for _, s in states)} done), "
           f"{len(spec.searches)} seed searches -> {spec.out}", flush=True)
     if args.dry_run:
-        for name, state in states:
-            print(f"  {name}: {state}")
+        for name, text in states:
+            print(f"  {name}: {text}")
         for s in spec.searches:
             print(f"  search {s.cell}: seeds {s.first_seed}, {s.first_seed + 1}, ... until {s.successes} bifurcate "
                   f"(at most {s.max_tries} tries, {s.in_flight} at a time)")

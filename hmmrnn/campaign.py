@@ -58,7 +58,7 @@ def _f(value: Any, spec: str) -> str:
     return "-" if missing(value) else format(float(value), spec)
 
 
-_RULE_EARLY = BifurcationRule().early  # the sweeps' early window (the rule's default)
+_RULE_EARLY = BifurcationRule().early  # the default rule's early window (the notes' wording)
 
 
 def _i(value: Any) -> str:
@@ -79,7 +79,10 @@ def _bifurcation_cell(r: Mapping[str, Any], bif: bool | None) -> str:
     moved its window: "100 (plateau from 75)"), "none", "no plateau" (no early level) or "-"."""
     if bif is None:
         return "-"
-    late = "" if missing(r.get("plateau_from")) or float(r["plateau_from"]) <= _RULE_EARLY[0] else f" (plateau from {_i(r['plateau_from'])})"
+    if not missing(r.get("plateau_from")) and "plateau_moved" not in r:
+        raise ValueError(f"run {r.get('name', r['target'])}: a row with plateau_from but no plateau_moved column, "
+                         "from a table written before that column; rebuild it with hmmrnn.sweep.write_table")
+    late = f" (plateau from {_i(r['plateau_from'])})" if _truth(r.get("plateau_moved")) else ""
     if bif:
         return _i(r.get("bifurcation_epoch")) + late
     return ("no plateau" if missing(r.get("rate_early")) and r.get("stop_reason") != "non-finite loss" else "none") + late
@@ -119,8 +122,8 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
                  rows, title=title, flagged=flagged,
                  notes=["bifurcation: the sweep's rule (hmmrnn.search), none = no bifurcation by the end of the run "
                         f"(flagged), no plateau = no check of the run flickered (every one silent or diverged: the "
-                        f"rule cannot date a drop; flagged), plateau from E = no check of epochs "
-                        f"{_RULE_EARLY[0]}-{_RULE_EARLY[1]} flickered, and the rule measured the plateau from the "
+                        f"rule cannot date a drop; flagged), plateau from E = no check of the rule's early "
+                        f"window (epochs {_RULE_EARLY[0]}-{_RULE_EARLY[1]} by default) flickered, and the rule measured the plateau from the "
                         f"first that did (epoch E); fit statistics of the run's best weights, its readout not calibrated"])
 
 

@@ -23,10 +23,10 @@ that failed. Here the rule is code, applied while a run trains:
   every check of epochs 10-70, flickered at 0.16-0.24 over epochs 75-95 and fell to the
   HMM's slow switching (0.06) from epoch 110; with a fixed window it had no plateau and
   counted as not bifurcated. (This second amendment was made after that run and
-  ``-s1`` were seen. Of the two runs that started training after it, it dates
-  ``linear3-h150-d10-s0``'s drop where its rates show it, but not ``-s1``'s: a single check
-  at 0.013 inside the early window keeps that window and becomes the plateau.) A run with
-  no flickering check at all stays undecided.
+  ``-s1`` were seen. Of the three runs that started training after it, it dates the drops
+  of ``linear3-h150-d10-s0`` and ``-s2`` where their rates show them, but not ``-s1``'s: a
+  single check at 0.013 inside the early window keeps that window and becomes the
+  plateau.) A run with no flickering check at all stays undecided.
 * **Early stop.** ``no_bifurcation_by = E``: a run that has not bifurcated at its first check
   at or after epoch E ends there (``results["stop_reason"] = "no bifurcation by epoch E"``).
 
@@ -67,6 +67,8 @@ class Bifurcation(NamedTuple):
         plateau_from: first epoch of the plateau window: the rule's early window, or the first
             flickering check after it when no check of that window flickered (NaN when no
             check flickered).
+        plateau_moved: the plateau window is not the rule's early window (no check of that
+            window flickered, a later one did).
     """
 
     found: bool
@@ -74,6 +76,7 @@ class Bifurcation(NamedTuple):
     early_level: float
     final_level: float
     plateau_from: float = math.nan
+    plateau_moved: bool = False
 
 
 def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early: tuple[float, float] = (10, 30),
@@ -116,11 +119,12 @@ def training_bifurcation(epochs: Sequence[float], rates: Sequence[float], early:
     early_level = float(np.nanmedian(r[in_early])) if np.isfinite(r[in_early]).any() else math.nan
     final_level = float(np.nanmedian(r[-final_count:])) if enough and np.isfinite(r[-final_count:]).any() else math.nan
     plateau_from = window[0] if math.isfinite(early_level) else math.nan
+    moved = math.isfinite(early_level) and window[0] != float(early[0])
     if not (math.isfinite(early_level) and math.isfinite(final_level)):
-        return Bifurcation(False, math.nan, early_level, final_level, plateau_from)  # undecided: the levels that exist
+        return Bifurcation(False, math.nan, early_level, final_level, plateau_from, moved)  # undecided: the levels that exist
     jump = detect_transition(e, r, early=window, final_count=final_count)
     found = bool(jump.final_level < drop * jump.early_level)
-    return Bifurcation(found, jump.epoch if found else math.nan, jump.early_level, jump.final_level, plateau_from)
+    return Bifurcation(found, jump.epoch if found else math.nan, jump.early_level, jump.final_level, plateau_from, moved)
 
 
 def plateau_window(epochs: np.ndarray, rates: np.ndarray, early: tuple[float, float]) -> tuple[float, float]:

@@ -13,6 +13,7 @@ A sweep is a YAML spec (``python -m hmmrnn sweep SPEC.yaml``; examples in ``swee
     search:                           # seed searches: seeds in order until K runs bifurcate
       - {target: linear5, hidden: 150, input: 100, successes: 1, max_tries: 20,
          first_seed: 0, in_flight: 1, stop: {no_bifurcation_by: 500}}
+    done_in: [runs/campaign]          # other sweep folders: a run finished there is not trained again
 
 Every entry may carry its own ``train``/``stop``/``evaluate`` settings over the shared
 ones. Unless set, ``epochs`` and ``grad_clip`` are the paper's for the target
@@ -25,7 +26,9 @@ are ``<out>/sweep/<name>.json`` (the settings of the latest start of a run) and
 ``<out>/sweep/<name>.log`` (its training log). A sweep killed and restarted skips the runs
 whose ``result.json`` holds the current settings and resumes the others from their resume
 file; a run of other settings in a folder is refused (only a larger ``epochs`` is allowed:
-the run is continued). Every run is watched for its training bifurcation
+the run is continued). A run that another sweep folder named in ``done_in`` has finished
+with the same recipe (the same settings but how often snapshots were saved) is not trained
+again: the sweep reports it as done there, and its row stays in that folder's table. Every run is watched for its training bifurcation
 (:class:`hmmrnn.search.BifurcationRule`; it stops a run only when ``stop`` sets
 ``no_bifurcation_by``). After each finished run the table ``<out>/results.csv`` is rebuilt
 from the run folders and written atomically: one row per run (:data:`COLUMNS`).
@@ -58,7 +61,7 @@ from .train import TrainConfig
 
 __all__ = [
     "COLUMNS", "SpecError", "RunSpec", "SearchSpec", "SweepSpec", "load_spec", "parse_spec", "run_name", "select",
-    "RunInterrupted", "SweepOutcome", "run_one", "run_state", "run_sweep", "collect", "write_table", "make_client", "default_workers", "dashboard_link",
+    "RunInterrupted", "SweepOutcome", "run_one", "run_state", "done_elsewhere", "run_sweep", "collect", "write_table", "make_client", "default_workers", "dashboard_link",
 ]
 
 RESULT_FILE = "result.json"
@@ -78,6 +81,7 @@ COLUMNS = (
     "bifurcation_epoch",  # midpoint rule; empty when not bifurcated
     "rate_early", "rate_final",  # transition-rate levels of the rule
     "plateau_from",  # first epoch of the plateau window (later than the rule's when its window never flickered)
+    "plateau_moved",  # the rule moved its plateau window (no check of its early window flickered)
     "max_sq_transition_error",  # largest squared entry of the output transition-matrix error
     "lability", "lability_hmm", "rare_frequency", "rare_frequency_hmm",
     "matched_distance", "matched_distance_baseline",  # argmax reading (the paper's baselines)
@@ -96,7 +100,9 @@ _RUN_KEYS = ("target", "hidden", "input", "seed")
 _CELL_KEYS = ("target", "hidden", "input")
 _SECTION_KEYS = ("train", "stop", "evaluate")
 _SEARCH_KEYS = ("successes", "max_tries", "first_seed", "in_flight")
-_TOP_KEYS = ("out", *_SECTION_KEYS, "grid", "runs", "search")
+_TOP_KEYS = ("out", *_SECTION_KEYS, "grid", "runs", "search", "done_in")
+#: Settings that do not change what a run trains: a run finished elsewhere with other values is the same run.
+_RECORDING_ONLY = ("config.snapshot_every", "config.snapshot_until")
 _SET_BY_RUN = ("hmm", "hidden_size", "input_size", "seed")
 _EVAL_DEFAULTS: dict[str, Any] = {"n": 5000, "length": None, "seed": 0, "matched": True}
 
@@ -164,11 +170,13 @@ class SearchSpec:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """A parsed spec: the output folder, the plain runs and the searches."""
+    """A parsed spec: the output folder, the plain runs, the searches and the other sweep
+    folders whose finished runs count as done (``done_in``)."""
 
     out: Path
     runs: tuple[RunSpec, ...] = ()
     searches: tuple[SearchSpec, ...] = ()
+    done_in: tuple[Path, ...] = ()
 
 
 # --------------------------------------------------------------------------- the spec
@@ -256,6 +264,11 @@ def parse_spec(spec: dict[str, Any], out: str | Path | None = None, device: str 
     if not folder:
         raise SpecError("the spec names no output folder: set 'out' (or pass --out)")
     shared = {s: _mapping(spec.get(s), s) for s in _SECTION_KEYS}
+    done_in = spec.get("done_in") or []
+    if not isinstance(done_in, list) or not all(isinstance(f, str) and f for f in done_in):
+        raise SpecError(f"done_in must be a list of sweep folders, got {done_in!r}")
+    if any(Path(f) == Path(folder) for f in done_in):
+        raise SpecError(f"done_in names the sweep's own folder {folder!r}")
     runs: dict[str, RunSpec] = {}
 
     def add(run: RunSpec, where: str) -> None:
@@ -303,7 +316,7 @@ def parse_spec(spec: dict[str, Any], out: str | Path | None = None, device: str 
         searches.append(search)
     if not runs and not searches:
         raise SpecError("the spec defines no runs: give 'grid', 'runs' or 'search'")
-    return SweepSpec(Path(folder), tuple(runs.values()), tuple(searches))
+    return SweepSpec(Path(folder), tuple(runs.values()), tuple(searches), tuple(Path(f) for f in done_in))
 
 
 def load_spec(path: str | Path, out: str | Path | None = None, device: str | None = None) -> SweepSpec:
@@ -341,7 +354,8 @@ def select(spec: SweepSpec, patterns: Sequence[str]) -> SweepSpec:
             raise SpecError(f"--only {pattern!r} matches no run or search of the spec")
     return SweepSpec(spec.out,
                      tuple(r for r in spec.runs if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)),
-                     tuple(s for s in spec.searches if any(fnmatch.fnmatchcase(s.cell, p) for p in patterns)))
+                     tuple(s for s in spec.searches if any(fnmatch.fnmatchcase(s.cell, p) for p in patterns)),
+                     spec.done_in)
 
 
 # --------------------------------------------------------------------------- one run
@@ -400,13 +414,32 @@ def run_state(out: str | Path, run: RunSpec) -> tuple[str, dict[str, Any] | None
     return ("partial" if resume_path(folder) is not None else "new"), None
 
 
+def done_elsewhere(folders: Sequence[str | Path], run: RunSpec) -> tuple[Path, dict[str, Any]] | None:
+    """The first of ``folders`` (other sweep folders) that holds ``run`` finished with the same
+    recipe, and the run's row there; None when none does.
+
+    The same recipe: the saved settings equal ``run.settings()`` but for how often snapshots
+    were saved (:data:`_RECORDING_ONLY`), which changes what a run folder keeps, not what it
+    trains. A run of other settings there (other epochs, another rule) does not count.
+    """
+    for folder in folders:
+        result = _read_json(Path(folder) / run.name / RESULT_FILE)
+        if result is None:
+            continue
+        diffs = _differences(result["settings"], run.settings())
+        if all(key in _RECORDING_ONLY for key in diffs):
+            return Path(folder), current_row(Path(folder) / run.name, result)
+    return None
+
+
 def rule_fields(history: dict[str, list], rule: BifurcationRule, search: bool) -> dict[str, Any]:
     """The row's verdict of ``rule`` on a run's recorded checks (``history["check_epoch"]``,
     ``history["check_rate"]``): ``bifurcated``, ``bifurcation_epoch``, ``rate_early``,
-    ``rate_final``, ``plateau_from`` and ``search_success`` (None for a run that is no search try)."""
+    ``rate_final``, ``plateau_from``, ``plateau_moved`` and ``search_success`` (None for a run that is no search try)."""
     status = rule.bifurcation(history.get("check_epoch", []), history.get("check_rate", []))
     return dict(bifurcated=status.found, bifurcation_epoch=_number(status.epoch), rate_early=_number(status.early_level),
                 rate_final=_number(status.final_level), plateau_from=_number(status.plateau_from),
+                plateau_moved=status.plateau_moved,
                 search_success=status.found if search else None)
 
 
@@ -706,6 +739,10 @@ def run_sweep(spec: SweepSpec, client, threads: int = 1, echo: Callable[[str], N
 
     def submit(run: RunSpec, state: _SearchState | None, index: int | None) -> None:
         status, row = run_state(out, run)
+        elsewhere = done_elsewhere(spec.done_in, run) if status != "done" else None
+        if elsewhere is not None:
+            status, row = "done", elsewhere[1]
+            echo(f"{run.name}: finished in {elsewhere[0]} with the same recipe, not trained here")
         if status == "done":
             finished(run, row, state, index, skipped=True)
             if state is not None:

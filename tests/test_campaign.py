@@ -57,10 +57,15 @@ def test_a_run_without_an_early_plateau_is_told_apart_from_one_that_never_droppe
     assert list(t.flagged) == [0, 1, 2, 3]
     assert campaign.seed_table([row("cyclic4", 0, 5.498, None, rate_early="")]).rows[0][4] == "no plateau"  # csv text
     # a plateau the rule measured later than its window (no check of epochs 10-30 flickered)
-    late = row("linear3", 0, 4.05, 100, plateau_from=75.0)
-    flat = row("linear3", 1, 4.05, None, rate_early=0.03, plateau_from="95")  # csv text
-    on_time = row("linear3", 2, 4.05, 40, plateau_from=10.0)
-    assert [r[4] for r in campaign.seed_table([late, flat, on_time]).rows] == ["100 (plateau from 75)", "none (plateau from 95)", "40"]
+    # (the rule writes plateau_moved; the table does not compare plateau_from with a default window)
+    late = row("linear3", 0, 4.05, 100, plateau_from=75.0, plateau_moved=True)
+    flat = row("linear3", 1, 4.05, None, rate_early=0.03, plateau_from="95", plateau_moved="True")  # csv text
+    on_time = row("linear3", 2, 4.05, 40, plateau_from=10.0, plateau_moved=False)
+    own_rule = row("linear3", 3, 4.05, 60, plateau_from=20.0, plateau_moved="False")  # a rule whose window starts at 20
+    assert [r[4] for r in campaign.seed_table([late, flat, on_time, own_rule]).rows] == [
+        "100 (plateau from 75)", "none (plateau from 95)", "40", "60"]
+    with pytest.raises(ValueError, match="no plateau_moved column.*write_table"):
+        campaign.seed_table([row("linear3", 0, 4.05, 100, plateau_from=75.0)])
 
 
 def test_records_as_pandas_and_csv_give_them():

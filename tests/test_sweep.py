@@ -52,7 +52,7 @@ DROP = np.where(EPOCHS < 60, 0.7, 0.08)
 def test_training_bifurcation_on_a_hand_made_history():
     b = training_bifurcation(EPOCHS, DROP, early=(10, 30), final_count=5)
     # early level 0.7, final 0.08, midpoint 0.39: first crossed at epoch 60
-    assert b == (True, 60.0, 0.7, 0.08, 10.0)
+    assert b == (True, 60.0, 0.7, 0.08, 10.0, False)
     flat = training_bifurcation(EPOCHS, np.full(EPOCHS.shape, 0.7), early=(10, 30), final_count=5)
     assert not flat.found and math.isnan(flat.epoch) and flat.early_level == 0.7 == flat.final_level
     # a drop to 0.4 is not below half the plateau (0.35): not a bifurcation
@@ -87,10 +87,11 @@ def test_silent_checks_are_left_out_of_the_rule():
     # a run that never flickered has no plateau: undecided
     never = np.full(GRID_EPOCHS.shape, SILENT)
     quiet = training_bifurcation(GRID_EPOCHS, never, silent_rate=SILENT)
-    assert not quiet.found and math.isnan(quiet.early_level) and math.isnan(quiet.plateau_from)
+    assert not quiet.found and math.isnan(quiet.early_level) and math.isnan(quiet.plateau_from) and not quiet.plateau_moved
     # a run that first flickers at epoch 95: its plateau window (95-115) is not filled yet
     late = training_bifurcation(GRID_EPOCHS, np.where(GRID_EPOCHS < 95, SILENT, 0.03), silent_rate=SILENT)
     assert not late.found and late.early_level == 0.03 and late.plateau_from == 95.0 and math.isnan(late.final_level)
+    assert late.plateau_moved and not b.plateau_moved
     # a slightly higher rate (one switch in 5,000 steps) is a measurement, not silence
     assert training_bifurcation(GRID_EPOCHS, GRID_RATES + 1e-4, silent_rate=SILENT).early_level == pytest.approx(0.0021)
     with pytest.raises(ValueError, match="silent_rate"):
@@ -113,15 +114,16 @@ def test_a_plateau_after_a_silent_or_diverged_early_window():
     b = rule.bifurcation(D1_EPOCHS, D1_RATES)
     # plateau = median(0.202, 0.238, 0.179, 0.243, 0.163) = 0.202; final = median of the last 5
     # (0.064, 0.061, 0.063, 0.059, 0.063) = 0.063; midpoint 0.1325: first crossed after 95 at 100
-    assert b.found and b.plateau_from == 75.0 and b.early_level == pytest.approx(0.202)
+    assert b.found and b.plateau_from == 75.0 and b.plateau_moved and b.early_level == pytest.approx(0.202)
     assert b.final_level == pytest.approx(0.063) and b.epoch == 100.0
     # the same verdict as the fixed rule given the moved window
-    assert training_bifurcation(D1_EPOCHS, np.where(D1_RATES <= SILENT, np.nan, D1_RATES), early=(75, 95)) == b
+    fixed = training_bifurcation(D1_EPOCHS, np.where(D1_RATES <= SILENT, np.nan, D1_RATES), early=(75, 95))
+    assert fixed == b._replace(plateau_moved=False)  # that rule's own window: not moved
     # one flickering check inside epochs 10-30 keeps the fixed window (its plateau, however short)
     one = D1_RATES.copy()
     one[3] = 0.5  # epoch 20
     kept = rule.bifurcation(D1_EPOCHS, one)
-    assert kept.plateau_from == 10.0 and kept.early_level == 0.5 and kept.found and kept.epoch == 75.0  # 0.202 < (0.5 + 0.063) / 2
+    assert kept.plateau_from == 10.0 and not kept.plateau_moved and kept.early_level == 0.5 and kept.found and kept.epoch == 75.0  # 0.202 < (0.5 + 0.063) / 2
     # before the moved window is filled and followed by final_count checks, undecided
     assert not rule.bifurcation(D1_EPOCHS[:23], D1_RATES[:23]).found  # 4 checks after epoch 95
     assert rule.bifurcation(D1_EPOCHS[:24], D1_RATES[:24]).found
@@ -244,6 +246,8 @@ def test_spec_cross_product_explicit_runs_and_paper_defaults(tmp_path):
     ({"runs": [{"target": "linear2", "hidden": 8, "input": 4, "seed": 0, "train": {"epochs": 9}}]}, "also defined with other settings"),
     ({"search": [{"target": "linear5", "hidden": 8, "input": 4, "successes": 3, "max_tries": 2}]}, "cannot exceed max_tries"),
     ({"sweep": 1}, "unknown keys \\['sweep'\\]"),
+    ({"done_in": "sweeps/campaign"}, "done_in must be a list of sweep folders"),
+    ({"done_in": ["x"]}, "done_in names the sweep's own folder 'x'"),
     ({"grid": None}, "defines no runs"),
 ])
 def test_spec_errors_name_the_problem(change, match):
@@ -266,6 +270,7 @@ def test_repository_specs():
     assert len(cpu.runs) == 18 and cells == {(150, 1), (150, 10), (150, 100), (150, 200), (50, 100), (200, 100)}
     full = {r.name: r.settings() for r in grid.runs}
     assert cpu.out == grid.out and all(full[r.name] == r.settings() for r in cpu.runs)  # its rows are rows of the grid
+    assert cpu.done_in == (Path("sweeps/campaign"),)  # the cell |h| = 150, d = 100 is the campaign's
     campaign = sweep.load_spec(REPO / "sweeps" / "campaign.yaml")
     assert {r.config["hmm"] for r in campaign.runs} == {"linear2", "linear3", "linear4", "fully3", "cyclic4"}
     assert len(campaign.runs) == 15 and all(r.config["hidden_size"] == 150 and r.config["input_size"] == 100 for r in campaign.runs)
@@ -321,6 +326,41 @@ def test_search_stops_after_k_successes_and_records_every_try(tmp_path):
         fake_finished(tmp_path / "b", spec_b.searches[0].attempt(i), False)
     outcome_b = sweep.run_sweep(spec_b, client=None, echo=lines.append)
     assert len(outcome_b.rows) == 3 and lines[-1].startswith("search linear5-h8-d4: 0 of 1 successes in 3 tries")
+
+
+def test_a_run_finished_in_a_done_in_folder_with_the_same_recipe_is_not_trained_again(tmp_path):
+    grid = {"target": "linear2", "hidden": 8, "input": 4, "seed": [0, 1]}
+    other = sweep.parse_spec(tiny_spec(tmp_path / "campaign", grid=grid, train={**TRAIN, "snapshot_every": 1}))
+    for run in other.runs:
+        fake_finished(tmp_path / "campaign", run, True)
+    spec = sweep.parse_spec(tiny_spec(tmp_path / "grid", grid=grid, done_in=[str(tmp_path / "campaign")]))
+    assert sweep.select(spec, ["*-s0"]).done_in == spec.done_in
+    run = spec.runs[0]
+    assert sweep.run_state(spec.out, run) == ("new", None)
+    where, row = sweep.done_elsewhere(spec.done_in, run)
+    assert where == tmp_path / "campaign" and row["seed"] == 0 and row["bifurcated"] is True
+    lines = []
+    outcome = sweep.run_sweep(spec, client=None, echo=lines.append)  # nothing to train: no client needed
+    assert [r["seed"] for r in outcome.rows] == [0, 1] and outcome.skipped == [r.name for r in spec.runs]
+    assert lines[0] == f"linear2-h8-d4-s0: finished in {tmp_path / 'campaign'} with the same recipe, not trained here"
+    assert not (tmp_path / "grid" / run.name).exists()  # its row stays in the campaign's table
+    # another recipe there (more epochs) is another run: it would be trained here
+    longer = sweep.parse_spec(tiny_spec(tmp_path / "grid", grid=grid, train={**TRAIN, "epochs": 4},
+                                        done_in=[str(tmp_path / "campaign")]))
+    assert sweep.done_elsewhere(longer.done_in, longer.runs[0]) is None
+    assert sweep.done_elsewhere([tmp_path / "nowhere"], run) is None
+
+
+def test_cli_dry_run_names_the_folder_a_run_was_done_in(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HMMRNN_NO_TCMALLOC", "1")  # main() must not re-exec the test process
+    grid = {"target": "linear2", "hidden": 8, "input": 4, "seed": [0, 1]}
+    fake_finished(tmp_path / "campaign", sweep.parse_spec(tiny_spec(tmp_path / "campaign", grid=grid)).runs[1], True)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec(tmp_path / "grid", grid=grid, done_in=[str(tmp_path / "campaign")])))
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"sweep {path}: 2 runs (1 done), 0 seed searches -> {tmp_path / 'grid'}",
+                   "  linear2-h8-d4-s0: new", f"  linear2-h8-d4-s1: done (in {tmp_path / 'campaign'})"]
 
 
 # --------------------------------------------------------------------------- the engine on a cluster
