@@ -23,10 +23,11 @@ that failed. Here the rule is code, applied while a run trains:
   every check of epochs 10-70, flickered at 0.16-0.24 over epochs 75-95 and fell to the
   HMM's slow switching (0.06) from epoch 110; with a fixed window it had no plateau and
   counted as not bifurcated. (This second amendment was made after that run and
-  ``-s1`` were seen. Of the three runs that started training after it, it dates the drops
-  of ``linear3-h150-d10-s0`` and ``-s2`` where their rates show them, but not ``-s1``'s: a
-  single check at 0.013 inside the early window keeps that window and becomes the
-  plateau.) A run with no flickering check at all stays undecided.
+  ``-s1`` were seen. Of the three d = 10 runs, which started training after it, it dates the
+  drops of ``linear3-h150-d10-s0`` and ``-s2`` where their rates show them, but not
+  ``-s1``'s: a single check at 0.013 inside the early window keeps that window and becomes
+  the plateau. A fourth later run, ``linear3-h150-d200-s0``, flickered inside the early
+  window, where the amendment changes nothing.) A run with no flickering check at all stays undecided.
 * **Early stop.** ``no_bifurcation_by = E``: a run that has not bifurcated at its first check
   at or after epoch E ends there (``results["stop_reason"] = "no bifurcation by epoch E"``).
 
