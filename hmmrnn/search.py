@@ -26,8 +26,8 @@ that failed. Here the rule is code, applied while a run trains:
   ``-s1`` were seen. Of the three d = 10 runs, which started training after it, it dates the
   drops of ``linear3-h150-d10-s0`` and ``-s2`` where their rates show them, but not
   ``-s1``'s: a single check at 0.013 inside the early window keeps that window and becomes
-  the plateau. A fourth later run, ``linear3-h150-d200-s0``, flickered inside the early
-  window, where the amendment changes nothing.) A run with no flickering check at all stays undecided.
+  the plateau. The later runs at d = 200 flickered inside the early window, where the
+  amendment changes nothing.) A run with no flickering check at all stays undecided.
 * **Early stop.** ``no_bifurcation_by = E``: a run that has not bifurcated at its first check
   at or after epoch E ends there (``results["stop_reason"] = "no bifurcation by epoch E"``).
 
