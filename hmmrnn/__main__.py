@@ -223,14 +223,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import RunSpec, dashboard_link, done_elsewhere, load_spec, make_client, run_state, run_sweep, select
+    from .sweep import RunSpec, dashboard_link, load_spec, make_client, run_sweep, select, sweep_state
 
     spec = select(load_spec(args.spec, out=args.out, device=args.device), args.only)  # SpecError (a ValueError): exit 2
 
     def state(run: RunSpec) -> str:
-        status = run_state(spec.out, run)[0]
-        elsewhere = done_elsewhere(spec.done_in, run) if status != "done" else None
-        return status if elsewhere is None else f"done (in {elsewhere[0]})"
+        status, _, where = sweep_state(spec.out, spec.done_in, run)
+        return status if where is None else f"done (in {where})"
 
     states = [(run.name, state(run)) for run in spec.runs]
     print(f"sweep {args.spec}: {len(spec.runs)} runs ({sum(s.startswith('done') for _, s in states)} done), "

@@ -61,7 +61,7 @@ from .train import TrainConfig
 
 __all__ = [
     "COLUMNS", "SpecError", "RunSpec", "SearchSpec", "SweepSpec", "load_spec", "parse_spec", "run_name", "select",
-    "RunInterrupted", "SweepOutcome", "run_one", "run_state", "done_elsewhere", "run_sweep", "collect", "write_table", "make_client", "default_workers", "dashboard_link",
+    "RunInterrupted", "SweepOutcome", "run_one", "run_state", "done_elsewhere", "sweep_state", "run_sweep", "collect", "write_table", "make_client", "default_workers", "dashboard_link",
 ]
 
 RESULT_FILE = "result.json"
@@ -432,6 +432,17 @@ def done_elsewhere(folders: Sequence[str | Path], run: RunSpec) -> tuple[Path, d
     return None
 
 
+def sweep_state(out: str | Path, done_in: Sequence[str | Path], run: RunSpec) -> tuple[str, dict[str, Any] | None, Path | None]:
+    """:func:`run_state` of ``run`` in ``out``, or ``"done"`` with its row when one of the
+    ``done_in`` folders finished it with the same recipe (:func:`done_elsewhere`); the third
+    item is that folder (None when the state is ``out``'s own)."""
+    status, row = run_state(out, run)
+    elsewhere = done_elsewhere(done_in, run) if status != "done" else None
+    if elsewhere is not None:
+        return "done", elsewhere[1], elsewhere[0]
+    return status, row, None
+
+
 def rule_fields(history: dict[str, list], rule: BifurcationRule, search: bool) -> dict[str, Any]:
     """The row's verdict of ``rule`` on a run's recorded checks (``history["check_epoch"]``,
     ``history["check_rate"]``): ``bifurcated``, ``bifurcation_epoch``, ``rate_early``,
@@ -738,11 +749,9 @@ def run_sweep(spec: SweepSpec, client, threads: int = 1, echo: Callable[[str], N
             state.tries[index] = bool(row.get("search_success"))
 
     def submit(run: RunSpec, state: _SearchState | None, index: int | None) -> None:
-        status, row = run_state(out, run)
-        elsewhere = done_elsewhere(spec.done_in, run) if status != "done" else None
-        if elsewhere is not None:
-            status, row = "done", elsewhere[1]
-            echo(f"{run.name}: finished in {elsewhere[0]} with the same recipe, not trained here")
+        status, row, where = sweep_state(out, spec.done_in, run)
+        if where is not None:
+            echo(f"{run.name}: finished in {where} with the same recipe, not trained here")
         if status == "done":
             finished(run, row, state, index, skipped=True)
             if state is not None:
