@@ -275,7 +275,7 @@ def test_repository_specs():
     assert {r.config["hmm"] for r in campaign.runs} == {"linear2", "linear3", "linear4", "fully3", "cyclic4"}
     assert len(campaign.runs) == 15 and all(r.config["hidden_size"] == 150 and r.config["input_size"] == 100 for r in campaign.runs)
     (search,) = campaign.searches
-    assert (search.cell, search.successes) == ("linear5-h150-d100", 1)
+    assert (search.cell, search.successes) == ("linear5-h150-d100", 3)
     assert search.template.rule["no_bifurcation_by"] is not None
 
 
