@@ -51,7 +51,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import paper
 from .checkpoints import atomic_write_bytes
@@ -703,11 +703,48 @@ class _SearchState:
 
     def summary(self) -> str:
         n = len(self.tries)
+        if not n:
+            return f"search {self.search.cell}: no tries"
         seeds = [self.search.first_seed + i for i in sorted(self.tries)]
         won = [self.search.first_seed + i for i, ok in sorted(self.tries.items()) if ok]
-        return (f"search {self.search.cell}: {self.successes} of {self.search.successes} successes in {n} tries "
-                f"(seeds {seeds[0]}-{seeds[-1]}; successful: {won or 'none'}; failure rate {n - self.successes}/{n})"
-                if n else f"search {self.search.cell}: no tries")
+        tried = f"seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+        return (f"search {self.search.cell}: {self.successes} of {self.search.successes} successes in {n} "
+                f"{'tries' if n > 1 else 'try'} ({tried}; successful: {won or 'none'}; failure rate {n - self.successes}/{n})")
+
+
+def _is_true(value: Any) -> bool:
+    """A table cell read back as a truth value: True, "True", 1 (pandas gives a column with
+    blanks as objects or floats); a blank (None, NaN) is False."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "1.0")
+    return value is not None and value == value and bool(value)
+
+
+def search_progress(spec: SweepSpec, records: Iterable[Mapping[str, Any]]) -> list[tuple[SearchSpec, bool, str]]:
+    """Where every seed search of ``spec`` stands by the rows of a results table.
+
+    The tries are counted in seed order, as the sweep driver counts them: up to the
+    ``successes``-th success (a table may hold tries that ran past it) or the first try that
+    has no row. A search is finished when it has its successes or used ``max_tries`` seeds.
+
+    Args:
+        spec: the parsed spec.
+        records: the table's rows (``pandas.read_csv(...).to_dict("records")``).
+
+    Returns:
+        one ``(search, finished, summary line)`` per search of ``spec``, in the spec's order.
+    """
+    rows = [r for r in records if isinstance(r.get("search"), str)]
+    progress = []
+    for search in spec.searches:
+        by_try = {int(r["search_try"]) - 1: _is_true(r.get("search_success")) for r in rows if r["search"] == search.cell}
+        state = _SearchState(search)
+        while state.next_index in by_try and state.wants_more():
+            state.tries[state.next_index] = by_try[state.next_index]
+            state.next_index += 1
+        done = state.successes >= search.successes or len(state.tries) >= search.max_tries
+        progress.append((search, done, state.summary()))
+    return progress
 
 
 def run_sweep(spec: SweepSpec, client, threads: int = 1, echo: Callable[[str], None] = print,

@@ -328,6 +328,35 @@ def test_search_stops_after_k_successes_and_records_every_try(tmp_path):
     assert len(outcome_b.rows) == 3 and lines[-1].startswith("search linear5-h8-d4: 0 of 1 successes in 3 tries")
 
 
+def test_search_progress_reads_a_search_from_the_table_as_the_driver_counts_it(tmp_path):
+    spec = sweep.parse_spec(tiny_spec(tmp_path, search=[{"target": "linear5", "hidden": 8, "input": 4, "successes": 2,
+                                                         "max_tries": 5, "first_seed": 3}]))
+    (search,) = spec.searches
+
+    def progress():
+        records = pd.read_csv(sweep.write_table(tmp_path)).to_dict("records")  # the table as a chapter reads it
+        ((found, done, line),) = sweep.search_progress(spec, records)
+        assert found is search
+        return done, line
+
+    fake_finished(tmp_path, search.attempt(0), True)
+    assert progress() == (False, "search linear5-h8-d4: 1 of 2 successes in 1 try (seed 3; successful: [3]; failure rate 0/1)")
+    fake_finished(tmp_path, search.attempt(2), True)  # try 2 has no row: try 3 is not counted yet
+    assert progress()[1].startswith("search linear5-h8-d4: 1 of 2 successes in 1 try")
+    fake_finished(tmp_path, search.attempt(1), False)
+    assert progress() == (True, "search linear5-h8-d4: 2 of 2 successes in 3 tries (seeds 3-5; successful: [3, 5]; failure rate 1/3)")
+    fake_finished(tmp_path, search.attempt(3), True)  # a try past the K-th success is not counted
+    assert progress()[1].endswith("in 3 tries (seeds 3-5; successful: [3, 5]; failure rate 1/3)")
+    # max_tries ends a search without its successes
+    spec_b = sweep.parse_spec(tiny_spec(tmp_path / "b", search=[{"target": "linear5", "hidden": 8, "input": 4, "max_tries": 2}]))
+    for i in range(2):
+        fake_finished(tmp_path / "b", spec_b.searches[0].attempt(i), False)
+    records = pd.read_csv(sweep.write_table(tmp_path / "b")).to_dict("records")
+    assert [(done, line) for _, done, line in sweep.search_progress(spec_b, records)] == [
+        (True, "search linear5-h8-d4: 0 of 1 successes in 2 tries (seeds 0-1; successful: none; failure rate 2/2)")]
+    assert sweep.search_progress(spec_b, []) == [(spec_b.searches[0], False, "search linear5-h8-d4: no tries")]
+
+
 def test_a_run_finished_in_a_done_in_folder_with_the_same_recipe_is_not_trained_again(tmp_path):
     grid = {"target": "linear2", "hidden": 8, "input": 4, "seed": [0, 1]}
     other = sweep.parse_spec(tiny_spec(tmp_path / "campaign", grid=grid, train={**TRAIN, "snapshot_every": 1}))
