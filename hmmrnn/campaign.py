@@ -44,7 +44,9 @@ def _check(records: Sequence[Mapping[str, Any]]) -> None:
             raise ValueError(f"results row {i} has no column(s) {absent}: not a row of a sweep's results.csv")
 
 
-def _truth(value: Any) -> bool | None:
+def truth(value: Any) -> bool | None:
+    """A results cell read as a truth value: True or False (pandas' bools, or the csv text
+    "True"/"False"), None for an empty cell (:func:`missing`); any other text raises ValueError."""
     if missing(value):
         return None
     if isinstance(value, str):
@@ -82,7 +84,7 @@ def _bifurcation_cell(r: Mapping[str, Any], bif: bool | None) -> str:
     if not missing(r.get("plateau_from")) and "plateau_moved" not in r:
         raise ValueError(f"run {r.get('name', r['target'])}: a row with plateau_from but no plateau_moved column, "
                          "from a table written before that column; rebuild it with hmmrnn.sweep.write_table")
-    late = f" (plateau from {_i(r['plateau_from'])})" if _truth(r.get("plateau_moved")) else ""
+    late = f" (plateau from {_i(r['plateau_from'])})" if truth(r.get("plateau_moved")) else ""
     if bif:
         return _i(r.get("bifurcation_epoch")) + late
     return ("no plateau" if missing(r.get("rate_early")) and r.get("stop_reason") != "non-finite loss" else "none") + late
@@ -102,8 +104,8 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
     shipped = dict(shipped or {})
     rows, flagged = [], []
     for r in sorted(records, key=lambda r: (str(r["target"]), int(r["seed"]))):
-        bif = _truth(r["bifurcated"])
-        fit = _truth(r.get("fit_passes"))
+        bif = truth(r["bifurcated"])
+        fit = truth(r.get("fit_passes"))
         lab = f"{_f(r.get('lability'), '.3f')} ({_f(r.get('lability_hmm'), '.3f')})"
         matched = f"{_f(r.get('matched_distance'), '.2f')} ({_f(r.get('matched_distance_baseline'), '.2f')})"
         is_shipped = shipped.get(str(r["target"])) == int(r["seed"])
@@ -131,12 +133,19 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
 class SeedSpread:
     """The spread of one target's finished runs.
 
+    The tries of a seed search (rows with a ``search``) that failed are left out of the
+    spread and counted: the paper's ranges are over the seeds its authors kept, and they
+    re-seeded a run until it bifurcated (``hmmrnn.paper``), so a failed try is no seed of
+    theirs. Its row stays in :func:`seed_table`.
+
     Attributes:
         target: the HMM.
-        n_runs: finished runs (every stop reason).
+        n_runs: finished runs in the spread (every stop reason; failed search tries excluded).
         n_bifurcated: runs that bifurcated.
         best_losses: (n_runs,) their best validation losses, in seed order.
         bifurcation_epochs: the bifurcation epochs of the runs that bifurcated, in seed order.
+        search_tries: the finished tries of a seed search among the target's rows (0: none).
+        failed_tries: how many of them failed (did not bifurcate).
     """
 
     target: str
@@ -144,6 +153,13 @@ class SeedSpread:
     n_bifurcated: int
     best_losses: tuple[float, ...]
     bifurcation_epochs: tuple[int, ...]
+    search_tries: int = 0
+    failed_tries: int = 0
+
+
+def _failed_try(r: Mapping[str, Any]) -> bool:
+    """Whether a row is a try of a seed search that did not succeed."""
+    return not missing(r.get("search")) and truth(r.get("search_success")) is not True
 
 
 def seed_spread(records: Sequence[Mapping[str, Any]]) -> dict[str, SeedSpread]:
@@ -153,13 +169,15 @@ def seed_spread(records: Sequence[Mapping[str, Any]]) -> dict[str, SeedSpread]:
     for r in records:
         by.setdefault(str(r["target"]), []).append(r)
     out = {}
-    for target, rs in by.items():
-        rs = sorted(rs, key=lambda r: int(r["seed"]))
+    for target, rows in by.items():
+        tries = sum(not missing(r.get("search")) for r in rows)
+        failed = sum(_failed_try(r) for r in rows)
+        rs = sorted((r for r in rows if not _failed_try(r)), key=lambda r: int(r["seed"]))
         losses = tuple(float(r["best_val_loss"]) for r in rs)
         if not all(math.isfinite(v) for v in losses):
             raise ValueError(f"{target}: a best validation loss is not finite: {losses}")
-        bifs = tuple(int(r["bifurcation_epoch"]) for r in rs if _truth(r["bifurcated"]))
-        out[target] = SeedSpread(target, len(rs), len(bifs), losses, bifs)
+        bifs = tuple(int(r["bifurcation_epoch"]) for r in rs if truth(r["bifurcated"]))
+        out[target] = SeedSpread(target, len(rs), len(bifs), losses, bifs, tries, failed)
     return out
 
 
@@ -167,18 +185,21 @@ def spread_table(records: Sequence[Mapping[str, Any]], title: str = "seeds of ea
     """Per target: runs, how many bifurcated, the best-loss range and bifurcation epochs, the paper's."""
     rows = []
     for target, s in seed_spread(records).items():
-        lo, hi = min(s.best_losses), max(s.best_losses)
+        lo, hi = (min(s.best_losses), max(s.best_losses)) if s.n_runs else (math.nan, math.nan)
         rows.append([
             target, str(s.n_runs), str(s.n_bifurcated),
-            f"{lo:.2f}" if s.n_runs == 1 else f"{lo:.2f}-{hi:.2f}",
+            "-" if not s.n_runs else (f"{lo:.2f}" if s.n_runs == 1 else f"{lo:.2f}-{hi:.2f}"),
             _paper_range(paper.BEST_VAL_LOSS.get(target)),
             ", ".join(str(e) for e in s.bifurcation_epochs) or "-",
             _paper_range(paper.BIFURCATION_EPOCH.get(target)),
+            f"{s.failed_tries} of {s.search_tries}" if s.search_tries else "-",
         ])
     return Table(["target", "runs", "bifurcated", "best val. loss (min-max)", "best val. loss, paper",
-                  "bifurcation epochs", "bifurcation epoch, paper"], rows, title=title,
+                  "bifurcation epochs", "bifurcation epoch, paper", "search tries failed"], rows, title=title,
                  notes=["paper: the best validation losses of the authors' three seeds (hmmrnn.paper.BEST_VAL_LOSS) "
-                        "and the bifurcation epoch of their Fig. on the training bifurcation"])
+                        "and the bifurcation epoch of their Fig. on the training bifurcation",
+                        "a seed search's failed tries are not in the spread (the authors re-seeded until a run "
+                        "bifurcated; the seeds they report are their successes); every try is a row of the table below"])
 
 
 def shipped_seeds(records: Sequence[Mapping[str, Any]], folder: str | Path,

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import paper
-from .campaign import _truth, missing
+from .campaign import missing, truth
 from .metrics import FREQUENT_OUTPUT_THRESHOLD
 from .tables import Table
 
@@ -222,7 +222,7 @@ def grid_cells(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int, int
             target=key[0], hidden=key[1], input=key[2],
             seeds=tuple(int(r["seed"]) for r in rs),
             sources=tuple(str(r.get("source", "")) for r in rs),
-            n_bifurcated=sum(bool(_truth(r["bifurcated"])) for r in rs),
+            n_bifurcated=sum(bool(truth(r["bifurcated"])) for r in rs),
             max_sq_error=float(np.mean(errors)),
             worst_run_error=float(max(errors)),
             run_errors=tuple(float(e) for e in errors),

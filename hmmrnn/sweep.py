@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import paper
+from .campaign import truth
 from .checkpoints import atomic_write_bytes
 from .hmm import TARGET_NAMES
 from .search import BifurcationRule
@@ -712,14 +713,6 @@ class _SearchState:
                 f"{'tries' if n > 1 else 'try'} ({tried}; successful: {won or 'none'}; failure rate {n - self.successes}/{n})")
 
 
-def _is_true(value: Any) -> bool:
-    """A table cell read back as a truth value: True, "True", 1 (pandas gives a column with
-    blanks as objects or floats); a blank (None, NaN) is False."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "1.0")
-    return value is not None and value == value and bool(value)
-
-
 def search_progress(spec: SweepSpec, records: Iterable[Mapping[str, Any]]) -> list[tuple[SearchSpec, bool, str]]:
     """Where every seed search of ``spec`` stands by the rows of a results table.
 
@@ -737,7 +730,7 @@ def search_progress(spec: SweepSpec, records: Iterable[Mapping[str, Any]]) -> li
     rows = [r for r in records if isinstance(r.get("search"), str)]
     progress = []
     for search in spec.searches:
-        by_try = {int(r["search_try"]) - 1: _is_true(r.get("search_success")) for r in rows if r["search"] == search.cell}
+        by_try = {int(r["search_try"]) - 1: truth(r.get("search_success")) is True for r in rows if r["search"] == search.cell}
         state = _SearchState(search)
         while state.next_index in by_try and state.wants_more():
             state.tries[state.next_index] = by_try[state.next_index]

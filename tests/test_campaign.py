@@ -32,9 +32,33 @@ def test_spread_per_target():
 
 def test_spread_table_beside_the_paper():
     t = campaign.spread_table(RECORDS)
-    assert list(t.rows[0]) == ["fully3", "3", "2", "1.71-2.03", "1.8-1.9", "55, 60", "-"]
+    assert list(t.rows[0]) == ["fully3", "3", "2", "1.71-2.03", "1.8-1.9", "55, 60", "-", "-"]
     lo, hi = paper.BIFURCATION_EPOCH["linear5"]
-    assert list(t.rows[1]) == ["linear5", "1", "1", "7.61", "7.6-7.9", "120", f"{lo}-{hi}"]
+    assert list(t.rows[1]) == ["linear5", "1", "1", "7.61", "7.6-7.9", "120", f"{lo}-{hi}", "-"]
+
+
+def search_try(seed, best, bif_epoch, n):
+    """A try of the linear5 seed search, as the table writes it (search_success: it bifurcated)."""
+    return row("linear5", seed, best, bif_epoch, search="linear5-h150-d100", search_try=n,
+               search_success=bif_epoch is not None)
+
+
+def test_failed_tries_of_a_seed_search_are_counted_not_spread():
+    # the paper's ranges are over the seeds its authors kept (they re-seeded until a run bifurcated)
+    records = [search_try(3, 7.60507, 120, 1), search_try(4, 9.914, None, 2), search_try(5, 9.90, None, 3),
+               search_try(6, 7.70, 300, 4), row("fully3", 0, 2.02736, None)]
+    s = campaign.seed_spread(records)
+    assert (s["linear5"].n_runs, s["linear5"].best_losses, s["linear5"].bifurcation_epochs) == (2, (7.60507, 7.70), (120, 300))
+    assert (s["linear5"].search_tries, s["linear5"].failed_tries) == (4, 2)
+    assert (s["fully3"].n_runs, s["fully3"].search_tries, s["fully3"].failed_tries) == (1, 0, 0)  # no search: every run
+    rows = {r[0]: list(r) for r in campaign.spread_table(records).rows}
+    assert rows["linear5"][1:4] == ["2", "2", "7.61-7.70"] and rows["linear5"][7] == "2 of 4"
+    # a search whose every try failed has no spread yet; csv text reads the same
+    as_text = [{k: ("" if v is None else str(v)) for k, v in search_try(4, 9.914, None, 2).items()}]
+    only_failed = campaign.seed_spread(as_text)["linear5"]
+    assert (only_failed.n_runs, only_failed.search_tries, only_failed.failed_tries) == (0, 1, 1)
+    assert list(campaign.spread_table(as_text).rows[0][1:4]) == ["0", "0", "-"]
+    assert len(campaign.seed_table(records).rows) == 5  # every try stays a row of the seed table
 
 
 def test_seed_table_rows_flags_and_shipped():
