@@ -171,8 +171,8 @@ def seed_spread(records: Sequence[Mapping[str, Any]]) -> dict[str, SeedSpread]:
     out = {}
     for target, rows in by.items():
         tries = sum(not missing(r.get("search")) for r in rows)
-        failed = sum(_failed_try(r) for r in rows)
         rs = sorted((r for r in rows if not _failed_try(r)), key=lambda r: int(r["seed"]))
+        failed = len(rows) - len(rs)
         losses = tuple(float(r["best_val_loss"]) for r in rs)
         if not all(math.isfinite(v) for v in losses):
             raise ValueError(f"{target}: a best validation loss is not finite: {losses}")
@@ -185,10 +185,10 @@ def spread_table(records: Sequence[Mapping[str, Any]], title: str = "seeds of ea
     """Per target: runs, how many bifurcated, the best-loss range and bifurcation epochs, the paper's."""
     rows = []
     for target, s in seed_spread(records).items():
-        lo, hi = (min(s.best_losses), max(s.best_losses)) if s.n_runs else (math.nan, math.nan)
+        lo, hi = (f"{min(s.best_losses):.2f}", f"{max(s.best_losses):.2f}") if s.n_runs else ("-", "-")
+        span = lo if s.n_runs <= 1 else f"{lo}-{hi}"
         rows.append([
-            target, str(s.n_runs), str(s.n_bifurcated),
-            "-" if not s.n_runs else (f"{lo:.2f}" if s.n_runs == 1 else f"{lo:.2f}-{hi:.2f}"),
+            target, str(s.n_runs), str(s.n_bifurcated), span,
             _paper_range(paper.BEST_VAL_LOSS.get(target)),
             ", ".join(str(e) for e in s.bifurcation_epochs) or "-",
             _paper_range(paper.BIFURCATION_EPOCH.get(target)),

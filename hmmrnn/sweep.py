@@ -727,16 +727,15 @@ def search_progress(spec: SweepSpec, records: Iterable[Mapping[str, Any]]) -> li
     Returns:
         one ``(search, finished, summary line)`` per search of ``spec``, in the spec's order.
     """
-    rows = [r for r in records if isinstance(r.get("search"), str)]
+    rows = list(records)
     progress = []
     for search in spec.searches:
-        by_try = {int(r["search_try"]) - 1: truth(r.get("search_success")) is True for r in rows if r["search"] == search.cell}
+        by_try = {int(r["search_try"]) - 1: truth(r.get("search_success")) is True for r in rows if r.get("search") == search.cell}
         state = _SearchState(search)
         while state.next_index in by_try and state.wants_more():
             state.tries[state.next_index] = by_try[state.next_index]
             state.next_index += 1
-        done = state.successes >= search.successes or len(state.tries) >= search.max_tries
-        progress.append((search, done, state.summary()))
+        progress.append((search, not state.wants_more(), state.summary()))
     return progress
 
 
