@@ -7,7 +7,11 @@ is NaN there and ``None`` in :func:`hmmrnn.sweep.collect`'s rows, both read as m
 * :func:`seed_table` lists every run: seed, epochs, best validation loss, training bifurcation,
   fit statistics, and which run is shipped;
 * :func:`spread_table` gives, per target, the spread over the finished seeds beside the
-  paper's ranges (``hmmrnn.paper.BEST_VAL_LOSS``, ``BIFURCATION_EPOCH``).
+  paper's ranges (``hmmrnn.paper.BEST_VAL_LOSS``, ``BIFURCATION_EPOCH``);
+* :func:`success_rate` puts an exact binomial interval on how often a seed search's tries
+  succeed, :func:`authors_success_rate` reads the authors' re-seeding of a cell the same way
+  (``hmmrnn.paper.RESEED_SEEDS``), and :func:`compare_success_rates` tests whether two such
+  records share one success probability (Fisher's exact test).
 
 Numbers are formatted here at the precision the sweep's evaluation carries (5,000 sequences:
 three decimals for rates and marginals); nothing is recomputed.
@@ -27,7 +31,8 @@ from .checkpoints import load
 from .search import BifurcationRule
 from .tables import Table
 
-__all__ = ["SeedSpread", "missing", "seed_spread", "seed_table", "spread_table", "shipped_seeds"]
+__all__ = ["SeedSpread", "SuccessRate", "authors_success_rate", "compare_success_rates", "missing", "seed_spread",
+           "seed_table", "spread_table", "shipped_seeds", "success_rate"]
 
 _REQUIRED = ("target", "seed", "epochs_run", "stop_reason", "best_val_loss", "best_epoch", "bifurcated")
 
@@ -200,6 +205,84 @@ def spread_table(records: Sequence[Mapping[str, Any]], title: str = "seeds of ea
                         "and the bifurcation epoch of their Fig. on the training bifurcation",
                         "a seed search's failed tries are not in the spread (the authors re-seeded until a run "
                         "bifurcated; the seeds they report are their successes); every try is a row of the table below"])
+
+
+@dataclass(frozen=True)
+class SuccessRate:
+    """How often the tries of a seed search succeeded, with an exact binomial interval.
+
+    Attributes:
+        successes: tries that succeeded.
+        tries: tries in all (at least 1).
+        low: lower end of the Clopper-Pearson interval of the success probability.
+        high: its upper end.
+        level: the interval's confidence level.
+    """
+
+    successes: int
+    tries: int
+    low: float
+    high: float
+    level: float
+
+    @property
+    def rate(self) -> float:
+        """successes / tries."""
+        return self.successes / self.tries
+
+    def __str__(self) -> str:
+        return (f"{self.successes} in {self.tries} ({100 * self.rate:.1f} %; {100 * self.level:.0f} % interval "
+                f"{100 * self.low:.1f}-{100 * self.high:.1f} %)")
+
+
+def success_rate(successes: int, tries: int, level: float = 0.95) -> SuccessRate:
+    """The success rate of ``tries`` independent tries with an exact (Clopper-Pearson) interval.
+
+    Args:
+        successes: tries that succeeded, 0 <= successes <= tries.
+        tries: tries in all, >= 1.
+        level: confidence level of the interval, in (0, 1).
+
+    Raises:
+        ValueError: a count that is not a non-negative integer, more successes than tries, no
+            tries, or a level outside (0, 1).
+    """
+    from scipy.stats import binomtest
+
+    for name, value in (("successes", successes), ("tries", tries)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if tries < 1:
+        raise ValueError("a success rate needs at least one try, got tries=0")
+    if successes > tries:
+        raise ValueError(f"successes ({successes}) cannot exceed tries ({tries})")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    ci = binomtest(int(successes), int(tries)).proportion_ci(confidence_level=level, method="exact")
+    return SuccessRate(int(successes), int(tries), float(ci.low), float(ci.high), float(level))
+
+
+def authors_success_rate(target: str, hidden: int, input_size: int, level: float = 0.95) -> SuccessRate | None:
+    """The authors' re-seeding of one cell (``hmmrnn.paper.RESEED_SEEDS``) read as a seed search.
+
+    Their run folders name the seeds finally used in each of a cell's slots, filled in
+    increasing order. Read as tries of seeds 0, 1, 2, ... in order, the kept seeds are the
+    successes and every seed up to the largest kept one is a try: (4, 19, 20) is 3 successes in
+    21 tries. That reading is an assumption (the folders do not record the failed tries); it
+    gives the most tries the record allows. None for a cell the folders do not cover.
+    """
+    seeds = paper.RESEED_SEEDS.get((target, int(hidden), int(input_size)))
+    if seeds is None:
+        return None
+    return success_rate(len(seeds), max(seeds) + 1, level)
+
+
+def compare_success_rates(a: SuccessRate, b: SuccessRate) -> float:
+    """Two-sided p-value of Fisher's exact test that ``a`` and ``b`` share one success probability."""
+    from scipy.stats import fisher_exact
+
+    table = [[a.successes, a.tries - a.successes], [b.successes, b.tries - b.successes]]
+    return float(fisher_exact(table, alternative="two-sided").pvalue)
 
 
 def shipped_seeds(records: Sequence[Mapping[str, Any]], folder: str | Path,

@@ -62,7 +62,8 @@ from .train import TrainConfig
 
 __all__ = [
     "COLUMNS", "SpecError", "RunSpec", "SearchSpec", "SweepSpec", "load_spec", "parse_spec", "run_name", "select",
-    "RunInterrupted", "SweepOutcome", "run_one", "run_state", "done_elsewhere", "sweep_state", "run_sweep", "collect", "write_table", "make_client", "default_workers", "dashboard_link",
+    "RunInterrupted", "SweepOutcome", "run_one", "run_state", "done_elsewhere", "sweep_state", "run_sweep", "collect", "write_table",
+    "search_progress", "search_tallies", "make_client", "default_workers", "dashboard_link",
 ]
 
 RESULT_FILE = "result.json"
@@ -727,16 +728,28 @@ def search_progress(spec: SweepSpec, records: Iterable[Mapping[str, Any]]) -> li
     Returns:
         one ``(search, finished, summary line)`` per search of ``spec``, in the spec's order.
     """
+    return [(state.search, not state.wants_more(), state.summary()) for state in _replayed(spec, records)]
+
+
+def search_tallies(spec: SweepSpec, records: Iterable[Mapping[str, Any]]) -> list[tuple[SearchSpec, int, int]]:
+    """``(search, successes, tries)`` of every seed search of ``spec``, counted from the rows of a
+    results table as :func:`search_progress` counts them (in seed order, up to the
+    ``successes``-th success or the first try with no row), in the spec's order."""
+    return [(state.search, state.successes, len(state.tries)) for state in _replayed(spec, records)]
+
+
+def _replayed(spec: SweepSpec, records: Iterable[Mapping[str, Any]]) -> list[_SearchState]:
+    """The driver's state of every search of ``spec``, replayed from a table's rows."""
     rows = list(records)
-    progress = []
+    states = []
     for search in spec.searches:
         by_try = {int(r["search_try"]) - 1: truth(r.get("search_success")) is True for r in rows if r.get("search") == search.cell}
         state = _SearchState(search)
         while state.next_index in by_try and state.wants_more():
             state.tries[state.next_index] = by_try[state.next_index]
             state.next_index += 1
-        progress.append((search, not state.wants_more(), state.summary()))
-    return progress
+        states.append(state)
+    return states
 
 
 def run_sweep(spec: SweepSpec, client, threads: int = 1, echo: Callable[[str], None] = print,

@@ -130,3 +130,46 @@ def test_shipped_seed_is_found_by_its_weights(tmp_path):
     records = [row("linear5", 3, 7.6, 120, name="linear5-h150-d100-s3"), row("linear5", 4, 7.7, 100, name="linear5-h150-d100-s4")]
     assert campaign.shipped_seeds(records, tmp_path, {"linear5": "linear5-paper"}) == {"linear5": 3}
     assert campaign.shipped_seeds(records[1:], tmp_path, {"linear5": "linear5-paper"}) == {}
+
+
+def test_success_rate_interval_is_clopper_pearson():
+    # the exact interval's ends are quantiles of beta distributions (an independent formula) ...
+    from scipy.stats import beta
+    r = campaign.success_rate(3, 21)
+    assert (r.successes, r.tries, r.level) == (3, 21, 0.95) and r.rate == pytest.approx(1 / 7)
+    assert r.low == pytest.approx(beta.ppf(0.025, 3, 19), rel=1e-9)
+    assert r.high == pytest.approx(beta.ppf(0.975, 4, 18), rel=1e-9)
+    # ... and at the edges they have closed forms: 0 of n -> [0, 1 - (a/2)^(1/n)], n of n -> [(a/2)^(1/n), 1]
+    none = campaign.success_rate(0, 5)
+    assert none.low == 0.0 and none.high == pytest.approx(1 - 0.025 ** (1 / 5), rel=1e-9)
+    every = campaign.success_rate(4, 4, level=0.9)
+    assert every.high == 1.0 and every.low == pytest.approx(0.05 ** (1 / 4), rel=1e-9)
+    assert str(campaign.success_rate(1, 4)) == "1 in 4 (25.0 %; 95 % interval 0.6-80.6 %)"
+
+
+@pytest.mark.parametrize("args, message", [
+    ((4, 3), "cannot exceed tries"), ((0, 0), "at least one try"), ((-1, 3), "non-negative integer"),
+    ((1.5, 3), "non-negative integer"), ((True, 3), "non-negative integer"), ((1, 3, 1.0), "level must lie in"),
+])
+def test_success_rate_names_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        campaign.success_rate(*args)
+
+
+def test_authors_re_seeding_is_read_as_sequential_tries():
+    # seeds 4, 19 and 20 kept: tries of seeds 0-20, three of them successes (PAPER.md section 3: "about 3 times in 21")
+    assert paper.RESEED_SEEDS[("linear5", 150, 100)] == (4, 19, 20)
+    r = campaign.authors_success_rate("linear5", 150, 100)
+    assert (r.successes, r.tries) == (3, 21)
+    assert campaign.authors_success_rate("linear5", 50, 10).tries == 6
+    assert campaign.authors_success_rate("linear3", 150, 100) is None
+
+
+def test_compare_success_rates_is_fishers_exact_test():
+    a, b = campaign.success_rate(1, 5), campaign.success_rate(3, 21)
+    assert campaign.compare_success_rates(a, a) == pytest.approx(1.0)
+    # by hand: 2x2 table [[0, 10], [10, 0]] -> only the observed table is as extreme, each way:
+    # p = 2 / C(20, 10)
+    p = campaign.compare_success_rates(campaign.success_rate(0, 10), campaign.success_rate(10, 10))
+    assert p == pytest.approx(2 / math.comb(20, 10), rel=1e-9)
+    assert campaign.compare_success_rates(a, b) == pytest.approx(campaign.compare_success_rates(b, a))

@@ -347,6 +347,9 @@ def test_search_progress_reads_a_search_from_the_table_as_the_driver_counts_it(t
     assert progress() == (True, "search linear5-h8-d4: 2 of 2 successes in 3 tries (seeds 3-5; successful: [3, 5]; failure rate 1/3)")
     fake_finished(tmp_path, search.attempt(3), True)  # a try past the K-th success is not counted
     assert progress()[1].endswith("in 3 tries (seeds 3-5; successful: [3, 5]; failure rate 1/3)")
+    records = pd.read_csv(sweep.write_table(tmp_path)).to_dict("records")
+    assert sweep.search_tallies(spec, records) == [(search, 2, 3)]  # the same count, as numbers
+    assert sweep.search_tallies(spec, []) == [(search, 0, 0)]
     # max_tries ends a search without its successes
     spec_b = sweep.parse_spec(tiny_spec(tmp_path / "b", search=[{"target": "linear5", "hidden": 8, "input": 4, "max_tries": 2}]))
     for i in range(2):
