@@ -143,8 +143,23 @@ def test_a_finished_row_takes_the_verdict_of_todays_rule(tmp_path):
     assert row["bifurcated"] is True and row["bifurcation_epoch"] == 40.0 and row["rate_early"] == pytest.approx(0.409)
     assert row["best_val_loss"] == 4.0 and row["search_success"] is None  # the rest is the stored row
     assert result["row"] is stale and stale["bifurcated"] is False  # not changed in place
-    # a search try's success is the same verdict
-    assert sweep.current_row(folder, {**result, "row": {**stale, "search": "linear3-h50-d100"}})["search_success"] is True
+    # a search try's success needs the rule's bifurcation and a secondary drop of its validation loss
+    try_result = {**result, "row": {**stale, "search": "linear3-h50-d100"}}
+    assert sweep.current_row(folder, try_result)["search_success"] is False  # no validation curve recorded: no drop
+    val_epoch = list(range(5, 505, 5))  # 100 points; 12, 11, 10.5 (the initial fall), 10 to epoch 200, then 8
+    val_loss = [12.0, 11.0, 10.5] + [10.0] * 37 + [8.0] * 60
+    for loss, drop, success in ((val_loss, 205, True), ([12.0, 11.0, 10.5] + [10.0] * 97, None, False)):
+        (folder / "config.json").write_text(json.dumps({"history": {"check_epoch": GRID_EPOCHS.tolist(), "check_rate": GRID_RATES.tolist(),
+                                                                    "val_epoch": val_epoch, "val_loss": loss}}))
+        tried = sweep.current_row(folder, try_result)
+        # running median of 5 points: first below the midpoint 9 of plateau 10 and final 8 at epoch 205
+        assert (tried["bifurcated"], tried["loss_drop_epoch"], tried["search_success"]) == (True, drop, success)
+    assert sweep.current_row(folder, result)["loss_drop_epoch"] is None and sweep.current_row(folder, result)["search_success"] is None
+    # a validation loss that is not finite is named, not read as a curve
+    (folder / "config.json").write_text(json.dumps({"history": {"check_epoch": GRID_EPOCHS.tolist(), "check_rate": GRID_RATES.tolist(),
+                                                                "val_epoch": val_epoch, "val_loss": val_loss[:50] + [float("nan")] + val_loss[51:]}}))
+    with pytest.raises(ValueError, match=r"not finite at epoch\(s\) \[255\]"):
+        sweep.current_row(folder, try_result)
     # a run that diverged has no checkpoint: its stored row stands
     diverged = {**stale, "stop_reason": "non-finite loss"}
     assert sweep.current_row(folder, {**result, "row": diverged}) == diverged
@@ -429,7 +444,8 @@ def test_tiny_sweep_on_a_local_cluster_table_restart_and_resume(client, tmp_path
     # seeds in order from 0; every try but the last failed; the last succeeded or was the 3rd
     assert list(tries.seed) == list(range(len(tries))) and list(tries.search_try) == list(range(1, len(tries) + 1))
     assert not tries.search_success.iloc[:-1].any() and (tries.search_success.iloc[-1] or len(tries) == 3)
-    assert (tries.search_success == tries.bifurcated).all()
+    assert (~tries.search_success | tries.bifurcated).all()  # a success bifurcated (and its loss dropped)
+    assert (~tries.search_success | tries.loss_drop_epoch.notna()).all()
     # two tries in flight at once: both run and both are recorded, whatever the first's verdict
     assert sorted(table[table.search == "linear4-h8-d4"].seed) == [0, 1]
 
