@@ -103,7 +103,9 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
         records: rows of a sweep's results table.
         shipped: {target: seed} of the run shipped as ``<target>-paper`` (marked in a column).
 
-    Rows of runs that ended without a bifurcation are flagged.
+    Rows of runs that ended without a bifurcation are flagged, and so are the failed tries of a
+    seed search (marked in the last column): a try can bifurcate by the rule and still fail when
+    its validation loss did not drop (:mod:`hmmrnn.search`, "Success of a search try").
     """
     _check(records)
     shipped = dict(shipped or {})
@@ -114,7 +116,8 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
         lab = f"{_f(r.get('lability'), '.3f')} ({_f(r.get('lability_hmm'), '.3f')})"
         matched = f"{_f(r.get('matched_distance'), '.2f')} ({_f(r.get('matched_distance_baseline'), '.2f')})"
         is_shipped = shipped.get(str(r["target"])) == int(r["seed"])
-        if bif is False:
+        failed_try = _failed_try(r)
+        if bif is False or failed_try:
             flagged.append(len(rows))
         rows.append([
             str(r["target"]), _i(r["seed"]), _i(r["epochs_run"]),
@@ -122,7 +125,7 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
             _bifurcation_cell(r, bif),
             _f(r.get("max_sq_transition_error"), ".4f"), lab, matched,
             "-" if fit is None else ("yes" if fit else "no"),
-            "shipped" if is_shipped else "",
+            "shipped" if is_shipped else ("search try failed" if failed_try else ""),
         ])
     return Table(["target", "seed", "epochs", "best val. loss @ epoch", "bifurcation epoch",
                   "max sq. transition error", "lability (HMM)", "matched distance (HMM-HMM)", "fit bar", ""],
@@ -131,7 +134,9 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
                         f"(flagged), no plateau = no check of the run flickered (every one silent or diverged: the "
                         f"rule cannot date a drop; flagged), plateau from E = no check of the rule's early "
                         f"window (epochs {_RULE_EARLY[0]}-{_RULE_EARLY[1]} by default) flickered, and the rule measured the plateau from the "
-                        f"first that did (epoch E); fit statistics of the run's best weights, its readout not calibrated"])
+                        f"first that did (epoch E); search try failed = a try of a seed search that did not succeed (no "
+                        "bifurcation, or no drop of its validation loss; flagged); fit statistics of the run's best "
+                        "weights, its readout not calibrated"])
 
 
 @dataclass(frozen=True)

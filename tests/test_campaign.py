@@ -173,3 +173,14 @@ def test_compare_success_rates_is_fishers_exact_test():
     p = campaign.compare_success_rates(campaign.success_rate(0, 10), campaign.success_rate(10, 10))
     assert p == pytest.approx(2 / math.comb(20, 10), rel=1e-9)
     assert campaign.compare_success_rates(a, b) == pytest.approx(campaign.compare_success_rates(b, a))
+
+
+def test_a_try_that_bifurcated_without_its_loss_drop_is_a_failed_try():
+    # linear5 seed 8: the rule dated a bifurcation (170), its validation loss never dropped: no success
+    false_success = row("linear5", 8, 9.901, 170, search="linear5-h150-d100", search_try=6, search_success=False)
+    records = [search_try(3, 7.60507, 120, 1), false_success]
+    s = campaign.seed_spread(records)["linear5"]
+    assert (s.n_runs, s.best_losses, s.bifurcation_epochs, s.failed_tries) == (1, (7.60507,), (120,), 1)
+    t = campaign.seed_table(records)
+    assert [r[-1] for r in t.rows] == ["", "search try failed"] and list(t.flagged) == [1]
+    assert t.rows[1][4] == "170"  # the rule's own verdict stays in its column
