@@ -10,7 +10,7 @@ A sweep is a YAML spec (``python -m hmmrnn sweep SPEC.yaml``; examples in ``swee
       - {target: linear3, hidden: 150, input: [1, 10, 100, 200], seed: [0, 1, 2]}
     runs:                             # explicit runs
       - {target: linear3, hidden: 50, input: 100, seed: 7, train: {epochs: 100}}
-    search:                           # seed searches: seeds in order until K runs bifurcate
+    search:                           # seed searches: seeds in order until K runs succeed
       - {target: linear5, hidden: 150, input: 100, successes: 1, max_tries: 20,
          first_seed: 0, in_flight: 1, stop: {no_bifurcation_by: 500}}
     done_in: [runs/campaign]          # other sweep folders: a run finished there is not trained again
@@ -156,7 +156,7 @@ class RunSpec:
 @dataclass(frozen=True)
 class SearchSpec:
     """A seed search for one (target, |h|, d) cell: seeds ``first_seed, first_seed + 1, ...``
-    until ``successes`` runs bifurcate or ``max_tries`` seeds were tried; ``in_flight`` tries
+    until ``successes`` runs succeed (:func:`rule_fields`) or ``max_tries`` seeds were tried; ``in_flight`` tries
     run at once (tries past the K-th success that were already running are kept and recorded)."""
 
     cell: str
