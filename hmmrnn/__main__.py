@@ -238,7 +238,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         for name, text in states:
             print(f"  {name}: {text}")
         for s in spec.searches:
-            print(f"  search {s.cell}: seeds {s.first_seed}, {s.first_seed + 1}, ... until {s.successes} bifurcate "
+            print(f"  search {s.cell}: seeds {s.first_seed}, {s.first_seed + 1}, ... until {s.successes} succeed "
                   f"(at most {s.max_tries} tries, {s.in_flight} at a time)")
         return 0
     device = args.device or (spec.runs[0].config["device"] if spec.runs else spec.searches[0].template.config["device"])

@@ -32,7 +32,7 @@ that failed. Here the rule is code, applied while a run trains:
   at or after epoch E ends there (``results["stop_reason"] = "no bifurcation by epoch E"``).
 * **Success of a search try** (:func:`hmmrnn.sweep.rule_fields`): the rule's bifurcation *and*
   a secondary drop of the validation loss (:func:`hmmrnn.metrics.secondary_drop_epoch`, the
-  rule chapter "Training" dates the loss drop with, on the validation curve). The paper's
+  rule by which chapter "Training" dates the loss drop, here applied to the validation curve). The paper's
   bifurcation is both: the switching rate drops abruptly and the loss drops with it. This
   third amendment was made after ``linear5`` seed 8, the search's sixth try, was seen. Its
   rate never settled: from epoch 500 on its checks ranged over 0.006-0.51, and the median of its
@@ -45,7 +45,7 @@ that failed. Here the rule is code, applied while a run trains:
 :class:`BifurcationRule` is a check for ``hmmrnn.train.train(..., check=rule)``: it records
 the rate and the running verdict of every check in the run's history (``check_rate``,
 ``check_bifurcated``), so a resumed run decides on the same numbers. The search itself (seeds
-in order until K runs bifurcate) is driven by :mod:`hmmrnn.sweep`.
+in order until K runs succeed) is driven by :mod:`hmmrnn.sweep`.
 """
 
 from __future__ import annotations

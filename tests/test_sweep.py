@@ -502,7 +502,7 @@ def test_cli_dry_run_and_bad_spec(tmp_path, capsys, monkeypatch):
     assert main(["sweep", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == ["  linear2-h8-d4-s0: new", "  linear2-h8-d4-s1: new",
-                       "  search linear5-h8-d4: seeds 0, 1, ... until 1 bifurcate (at most 4 tries, 1 at a time)"]
+                       "  search linear5-h8-d4: seeds 0, 1, ... until 1 succeed (at most 4 tries, 1 at a time)"]
     assert not (tmp_path / "out").exists()
     path.write_text(yaml.safe_dump({"out": "x", "grid": {"target": "linear2", "hidden": 8, "input": 4}}))
     assert main(["sweep", str(path)]) == 2
