@@ -125,7 +125,7 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
             _bifurcation_cell(r, bif),
             _f(r.get("max_sq_transition_error"), ".4f"), lab, matched,
             "-" if fit is None else ("yes" if fit else "no"),
-            "shipped" if is_shipped else ("search try failed" if failed_try else ""),
+            "shipped" if is_shipped else ("" if not failed_try else "search try failed" + (" (no loss drop)" if bif else "")),
         ])
     return Table(["target", "seed", "epochs", "best val. loss @ epoch", "bifurcation epoch",
                   "max sq. transition error", "lability (HMM)", "matched distance (HMM-HMM)", "fit bar", ""],
@@ -135,7 +135,7 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
                         f"rule cannot date a drop; flagged), plateau from E = no check of the rule's early "
                         f"window (epochs {_RULE_EARLY[0]}-{_RULE_EARLY[1]} by default) flickered, and the rule measured the plateau from the "
                         f"first that did (epoch E); search try failed = a try of a seed search that did not succeed (no "
-                        "bifurcation, or no drop of its validation loss; flagged); fit statistics of the run's best "
+                        "bifurcation, or, marked so, no drop of its validation loss; flagged); fit statistics of the run's best "
                         "weights, its readout not calibrated"])
 
 
@@ -155,7 +155,8 @@ class SeedSpread:
         best_losses: (n_runs,) their best validation losses, in seed order.
         bifurcation_epochs: the bifurcation epochs of the runs that bifurcated, in seed order.
         search_tries: the finished tries of a seed search among the target's rows (0: none).
-        failed_tries: how many of them failed (did not bifurcate).
+        failed_tries: how many of them did not succeed (no bifurcation, or no drop of the
+            validation loss: :func:`hmmrnn.sweep.rule_fields`).
     """
 
     target: str
@@ -242,6 +243,11 @@ class SuccessRate:
 
 def success_rate(successes: int, tries: int, level: float = 0.95) -> SuccessRate:
     """The success rate of ``tries`` independent tries with an exact (Clopper-Pearson) interval.
+
+    The interval treats ``tries`` as fixed in advance. A seed search stops at its K-th success
+    (inverse sampling), so for a finished search the interval and :func:`compare_success_rates`
+    are approximate, and successes / tries leans high; for a search still running they are
+    what the tries so far say.
 
     Args:
         successes: tries that succeeded, 0 <= successes <= tries.

@@ -38,7 +38,7 @@ def test_spread_table_beside_the_paper():
 
 
 def search_try(seed, best, bif_epoch, n):
-    """A try of the linear5 seed search, as the table writes it (search_success: it bifurcated)."""
+    """A try of the linear5 seed search, as the table writes it (search_success: here, that it bifurcated)."""
     return row("linear5", seed, best, bif_epoch, search="linear5-h150-d100", search_try=n,
                search_success=bif_epoch is not None)
 
@@ -182,5 +182,7 @@ def test_a_try_that_bifurcated_without_its_loss_drop_is_a_failed_try():
     s = campaign.seed_spread(records)["linear5"]
     assert (s.n_runs, s.best_losses, s.bifurcation_epochs, s.failed_tries) == (1, (7.60507,), (120,), 1)
     t = campaign.seed_table(records)
-    assert [r[-1] for r in t.rows] == ["", "search try failed"] and list(t.flagged) == [1]
+    assert [r[-1] for r in t.rows] == ["", "search try failed (no loss drop)"] and list(t.flagged) == [1]
+    no_bif = campaign.seed_table([search_try(4, 9.914, None, 2)])
+    assert no_bif.rows[0][-1] == "search try failed" and list(no_bif.flagged) == [0]
     assert t.rows[1][4] == "170"  # the rule's own verdict stays in its column

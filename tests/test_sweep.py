@@ -158,11 +158,31 @@ def test_a_finished_row_takes_the_verdict_of_todays_rule(tmp_path):
     # a validation loss that is not finite is named, not read as a curve
     (folder / "config.json").write_text(json.dumps({"history": {"check_epoch": GRID_EPOCHS.tolist(), "check_rate": GRID_RATES.tolist(),
                                                                 "val_epoch": val_epoch, "val_loss": val_loss[:50] + [float("nan")] + val_loss[51:]}}))
-    with pytest.raises(ValueError, match=r"not finite at epoch\(s\) \[255\]"):
+    with pytest.raises(ValueError, match=r"linear3-h50-d100-s1: the validation loss is not finite at epoch\(s\) \[255\]"):
         sweep.current_row(folder, try_result)
+    # ... but a run that is no search try does not read its loss curve
+    assert sweep.current_row(folder, result)["loss_drop_epoch"] is None
     # a run that diverged has no checkpoint: its stored row stands
     diverged = {**stale, "stop_reason": "non-finite loss"}
     assert sweep.current_row(folder, {**result, "row": diverged}) == diverged
+
+
+def test_the_loss_drop_skips_the_first_50_epochs_whatever_val_every():
+    # a fall from 12 to 10 over epochs 1-40, then flat: no secondary drop ...
+    fall = {e: 12.0 - 2.0 * min(e, 40) / 40 for e in range(1, 501)}
+    assert sweep._loss_drop_epoch({"val_epoch": list(fall), "val_loss": list(fall.values())}) is None
+    every5 = [e for e in fall if e % 5 == 0]
+    assert sweep._loss_drop_epoch({"val_epoch": every5, "val_loss": [fall[e] for e in every5]}) is None
+    # ... which a skip of 10 points on the per-epoch curve would take for one (the plateau then is 11.5)
+    from hmmrnn.metrics import secondary_drop_epoch
+    assert secondary_drop_epoch(np.array(list(fall)), np.array(list(fall.values())), skip=10) is not None
+    # a real drop after the skip is dated at either sampling: 10 to epoch 200, 8 after
+    dropped = {e: (v if e <= 200 else 8.0) for e, v in fall.items()}
+    assert sweep._loss_drop_epoch({"val_epoch": list(dropped), "val_loss": list(dropped.values())}) == 201
+    assert sweep._loss_drop_epoch({"val_epoch": every5, "val_loss": [dropped[e] for e in every5]}) == 205
+    assert sweep._loss_drop_epoch({"val_epoch": [5], "val_loss": [9.0]}) is None
+    with pytest.raises(ValueError, match="2 validation epochs but 1 validation losses"):
+        sweep._loss_drop_epoch({"val_epoch": [5, 10], "val_loss": [9.0]})
 
 def test_rule_stops_a_run_only_without_a_bifurcation_by_epoch_e():
     rule = BifurcationRule(no_bifurcation_by=60, early=(10, 30), final_count=5).validate()
@@ -444,6 +464,8 @@ def test_tiny_sweep_on_a_local_cluster_table_restart_and_resume(client, tmp_path
     # seeds in order from 0; every try but the last failed; the last succeeded or was the 3rd
     assert list(tries.seed) == list(range(len(tries))) and list(tries.search_try) == list(range(1, len(tries) + 1))
     assert not tries.search_success.iloc[:-1].any() and (tries.search_success.iloc[-1] or len(tries) == 3)
+    # 3-epoch runs have too few validations for a loss drop, so no try succeeds here: the success
+    # path is tested on recorded histories (test_a_finished_row_takes_the_verdict_of_todays_rule)
     assert (~tries.search_success | tries.bifurcated).all()  # a success bifurcated (and its loss dropped)
     assert (~tries.search_success | tries.loss_drop_epoch.notna()).all()
     # two tries in flight at once: both run and both are recorded, whatever the first's verdict
