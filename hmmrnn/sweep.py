@@ -84,7 +84,7 @@ COLUMNS = (
     "best_val_loss", "best_epoch", "final_val_loss",
     "bifurcated",  # the transition rate fell below half its early plateau (hmmrnn.search; silent checks left out)
     "bifurcation_epoch",  # midpoint rule; empty when not bifurcated
-    "loss_drop_epoch",  # the validation loss's secondary drop (metrics.secondary_drop_epoch); empty when none
+    "loss_drop_epoch",  # a search try's validation-loss secondary drop (metrics.secondary_drop_epoch); empty when none or no search try
     "rate_early", "rate_final",  # transition-rate levels of the rule
     "plateau_from",  # first epoch of the plateau window (later than the rule's when its window never flickered)
     "plateau_moved",  # the rule moved its plateau window (no check of its early window flickered)
