@@ -6,6 +6,8 @@ is NaN there and ``None`` in :func:`hmmrnn.sweep.collect`'s rows, both read as m
 
 * :func:`seed_table` lists every run: seed, epochs, best validation loss, training bifurcation,
   fit statistics, and which run is shipped;
+* :func:`search_record_table` groups a seed search's tries by how they ended (succeeded,
+  stopped by the rule, trained on after a dip and failed), with their seeds and hours;
 * :func:`spread_table` gives, per target, the spread over the finished seeds beside the
   paper's ranges (``hmmrnn.paper.BEST_VAL_LOSS``, ``BIFURCATION_EPOCH``);
 * :func:`success_rate` puts an exact binomial interval on how often a seed search's tries
@@ -31,8 +33,8 @@ from .checkpoints import load
 from .search import BifurcationRule
 from .tables import Table
 
-__all__ = ["SeedSpread", "SuccessRate", "authors_success_rate", "compare_success_rates", "missing", "seed_spread",
-           "seed_table", "spread_table", "shipped_seeds", "success_rate"]
+__all__ = ["SeedSpread", "SuccessRate", "authors_success_rate", "compare_success_rates", "missing", "run_seconds",
+           "search_record_table", "seed_spread", "seed_table", "spread_table", "shipped_seeds", "success_rate"]
 
 _REQUIRED = ("target", "seed", "epochs_run", "stop_reason", "best_val_loss", "best_epoch", "bifurcated")
 
@@ -66,6 +68,30 @@ def _f(value: Any, spec: str) -> str:
 
 
 _RULE_EARLY = BifurcationRule().early  # the default rule's early window (the notes' wording)
+
+
+def _finite(value: Any, what: str) -> float:
+    """A results cell as a finite float; an empty or non-finite cell raises ValueError naming ``what``."""
+    if missing(value):
+        raise ValueError(f"{what} is empty")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{what} is not finite ({v})")
+    return v
+
+
+def run_seconds(r: Mapping[str, Any]) -> float:
+    """The seconds one run took, from its row: the finishing task's ``wall_s``, or for a run
+    resumed from epoch E > 0 its ``train_s`` scaled from the epochs that task trained to all of
+    them, plus ``eval_s`` (an estimate: the earlier tasks' epochs are taken to cost the same)."""
+    wall = _finite(r["wall_s"], f"{r['name']}: wall_s")
+    resumed = 0 if missing(r.get("resumed_from")) else int(r["resumed_from"])
+    if resumed <= 0:
+        return wall
+    trained = int(r["epochs_run"]) - resumed
+    if trained <= 0:
+        raise ValueError(f"{r['name']}: resumed from epoch {resumed} but finished at {r['epochs_run']}")
+    return _finite(r["train_s"], f"{r['name']}: train_s") * int(r["epochs_run"]) / trained + _finite(r["eval_s"], f"{r['name']}: eval_s")
 
 
 def _i(value: Any) -> str:
@@ -137,6 +163,59 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
                         f"first that did (epoch E); search try failed = a try of a seed search that did not succeed (no "
                         "bifurcation, or, marked so, no drop of its validation loss; flagged); fit statistics of the run's best "
                         "weights, its readout not calibrated"])
+
+
+def _try_outcome(r: Mapping[str, Any]) -> str:
+    """How one try of a seed search ended: succeeded, stopped by the rule, or trained to the end and failed."""
+    if truth(r.get("search_success")) is True:
+        return "succeeded"
+    reason = str(r.get("stop_reason", ""))
+    if reason.startswith("no bifurcation by epoch"):
+        return f"failed: stopped at epoch {_i(r['epochs_run'])}"
+    if reason == "completed":
+        return ("failed: trained to the end, bifurcation by the rule but no loss drop"
+                if truth(r.get("bifurcated")) else "failed: trained to the end, no bifurcation")
+    return f"failed: {reason or 'unknown stop reason'}"
+
+
+def search_record_table(records: Sequence[Mapping[str, Any]], title: str = "the seed searches' tries, by outcome") -> Table:
+    """Every finished try of every seed search, grouped by how it ended.
+
+    One row per (search, outcome): the tries' count, their seeds, the range of their best
+    validation losses, the epochs they trained and the hours they took (:func:`run_seconds`,
+    on the machine that ran them), then one row per search with its totals. A try that
+    stopped by the early-stop rule trained to that rule's epoch; a try whose rate dipped
+    below half its plateau trains on to the last epoch whatever its final verdict
+    (:mod:`hmmrnn.search`), so its failure costs the most. Rows of runs that are no search's
+    tries are left out.
+
+    Raises:
+        ValueError: a row without the results table's columns, or with an empty or non-finite
+            best loss or time.
+    """
+    _check(records)
+    by: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for r in sorted(records, key=lambda r: int(r["seed"])):
+        if missing(r.get("search")):
+            continue
+        by.setdefault(str(r["search"]), {}).setdefault(_try_outcome(r), []).append(r)
+    rows = []
+    order = ["succeeded"]
+    for search, outcomes in by.items():
+        every = [r for rs in outcomes.values() for r in rs]
+        groups = [(o, outcomes[o]) for o in order if o in outcomes] + sorted((o, rs) for o, rs in outcomes.items() if o not in order)
+        for outcome, rs in groups + [("all tries", every)]:
+            losses = [_finite(r["best_val_loss"], f"{r['name']}: best_val_loss") for r in rs]
+            span = f"{min(losses):.3f}" if len(losses) == 1 else f"{min(losses):.3f}-{max(losses):.3f}"
+            rows.append([search, outcome, str(len(rs)), ", ".join(_i(r["seed"]) for r in sorted(rs, key=lambda r: int(r["seed"]))),
+                         span, str(sum(int(r["epochs_run"]) for r in rs)), f"{sum(run_seconds(r) for r in rs) / 3600:.1f}"])
+    return Table(["search", "outcome", "tries", "seeds", "best val. loss (min-max)", "epochs trained", "hours"],
+                 rows, title=title, align="llrlrrr",
+                 notes=["stopped at epoch E: the early-stop rule found no drop of the switching rate by epoch E; trained "
+                        "to the end: a check found the rate below half its plateau (a dip), after which the rule never "
+                        "stops a run, and the final verdict was a failure (hmmrnn.search)",
+                        "hours: training and evaluation of the tries (hmmrnn.campaign.run_seconds) on the machine that "
+                        "ran them"])
 
 
 @dataclass(frozen=True)

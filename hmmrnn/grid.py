@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import paper
-from .campaign import missing, truth
+from .campaign import _finite, missing, run_seconds, truth
 from .metrics import FREQUENT_OUTPUT_THRESHOLD
 from .tables import Table
 
@@ -58,15 +58,6 @@ STATISTICS: dict[str, str] = {
     "matched_excess": "matched distance\nminus baseline",
 }
 """The statistics of a cell shown as heatmaps (attribute of :class:`GridCell`: what it is)."""
-
-
-def _finite(value: Any, what: str) -> float:
-    if missing(value):
-        raise ValueError(f"{what} is empty")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{what} is not finite ({v})")
-    return v
 
 
 def grid_records(tables: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -118,20 +109,6 @@ def grid_records(tables: Mapping[str, Sequence[Mapping[str, Any]]],
     rows = sorted(seen.values(), key=lambda r: (paper.GRID_TARGETS.index(str(r["target"])), int(r["hidden"]),
                                                 int(r["input"]), int(r["seed"])))
     return rows, left_out
-
-
-def run_seconds(r: Mapping[str, Any]) -> float:
-    """The seconds one run took, from its row: the finishing task's ``wall_s``, or for a run
-    resumed from epoch E > 0 its ``train_s`` scaled from the epochs that task trained to all of
-    them, plus ``eval_s`` (an estimate: the earlier tasks' epochs are taken to cost the same)."""
-    wall = _finite(r["wall_s"], f"{r['name']}: wall_s")
-    resumed = 0 if missing(r.get("resumed_from")) else int(r["resumed_from"])
-    if resumed <= 0:
-        return wall
-    trained = int(r["epochs_run"]) - resumed
-    if trained <= 0:
-        raise ValueError(f"{r['name']}: resumed from epoch {resumed} but finished at {r['epochs_run']}")
-    return _finite(r["train_s"], f"{r['name']}: train_s") * int(r["epochs_run"]) / trained + _finite(r["eval_s"], f"{r['name']}: eval_s")
 
 
 def _marginal_error(r: Mapping[str, Any]) -> float:

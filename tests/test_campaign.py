@@ -186,3 +186,39 @@ def test_a_try_that_bifurcated_without_its_loss_drop_is_a_failed_try():
     no_bif = campaign.seed_table([search_try(4, 9.914, None, 2)])
     assert no_bif.rows[0][-1] == "search try failed" and list(no_bif.flagged) == [0]
     assert t.rows[1][4] == "170"  # the rule's own verdict stays in its column
+
+
+def _try(seed, best, outcome, wall=1000.0, **extra):
+    # one try of a search: "win" (bifurcated, loss drop), "stop" (stopped at 500), "dip" (trained to the end, no
+    # bifurcation) or "rule" (trained to the end, bifurcated by the rule without a loss drop)
+    fields = {"win": dict(bifurcated=True, bifurcation_epoch=120, search_success=True),
+              "stop": dict(epochs_run=500, stop_reason="no bifurcation by epoch 500", bifurcated=False, search_success=False),
+              "dip": dict(bifurcated=False, search_success=False),
+              "rule": dict(bifurcated=True, bifurcation_epoch=170, search_success=False)}[outcome]
+    return row("linear5", seed, best, **({"name": f"linear5-s{seed}", "search": "linear5-h150-d100", "wall_s": wall,
+                                          "resumed_from": 0} | fields | extra))
+
+
+def test_search_record_groups_tries_by_outcome_with_their_epochs_and_hours():
+    records = [_try(4, 9.914, "stop", 1800.0), _try(3, 7.605, "win", 9000.0), _try(5, 9.909, "dip", 3600.0),
+               _try(7, 9.888, "stop", 1800.0), _try(8, 9.901, "rule", 3600.0),
+               row("fully3", 0, 2.03, name="fully3-s0", wall_s=5000.0)]  # no search: left out
+    rows = [list(r) for r in campaign.search_record_table(records).rows]
+    assert rows == [
+        ["linear5-h150-d100", "succeeded", "1", "3", "7.605", "1000", "2.5"],
+        ["linear5-h150-d100", "failed: stopped at epoch 500", "2", "4, 7", "9.888-9.914", "1000", "1.0"],
+        ["linear5-h150-d100", "failed: trained to the end, bifurcation by the rule but no loss drop", "1", "8", "9.901",
+         "1000", "1.0"],
+        ["linear5-h150-d100", "failed: trained to the end, no bifurcation", "1", "5", "9.909", "1000", "1.0"],
+        ["linear5-h150-d100", "all tries", "5", "3, 4, 5, 7, 8", "7.605-9.914", "4000", "5.5"],
+    ]
+
+
+def test_search_record_scales_a_resumed_try_and_rejects_a_missing_time():
+    # resumed at epoch 400 of 500: its last task's 500 s of training stand for 100 of the 500 epochs
+    resumed = _try(4, 9.914, "stop", 600.0, resumed_from=400, train_s=500.0, eval_s=100.0)
+    assert list(campaign.search_record_table([resumed]).rows[0])[-1] == f"{(500.0 * 5 + 100.0) / 3600:.1f}"
+    with pytest.raises(ValueError, match="wall_s is empty"):
+        campaign.search_record_table([_try(4, 9.914, "stop", float("nan"))])
+    with pytest.raises(ValueError, match="best_val_loss is not finite"):
+        campaign.search_record_table([_try(4, float("inf"), "stop")])
