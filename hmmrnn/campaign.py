@@ -178,7 +178,8 @@ def _try_outcome(r: Mapping[str, Any]) -> str:
     return f"failed: {reason or 'unknown stop reason'}"
 
 
-def search_record_table(records: Sequence[Mapping[str, Any]], title: str = "the seed searches' tries, by outcome") -> Table:
+def search_record_table(records: Sequence[Mapping[str, Any]], counted: Mapping[str, int] | None = None,
+                        title: str = "the seed searches' tries, by outcome") -> Table:
     """Every finished try of every seed search, grouped by how it ended.
 
     One row per (search, outcome): the tries' count, their seeds, the range of their best
@@ -189,6 +190,13 @@ def search_record_table(records: Sequence[Mapping[str, Any]], title: str = "the 
     (:mod:`hmmrnn.search`), so its failure costs the most. Rows of runs that are no search's
     tries are left out.
 
+    Args:
+        records: rows of a sweep's results table.
+        counted: {search: tries the search counts} (:func:`hmmrnn.sweep.search_tallies`). A
+            search ends at its K-th success in seed order, but a try already running then is
+            finished and recorded: its row is shown as "ran past the search's end" and left
+            out of the totals. Default: every row counts.
+
     Raises:
         ValueError: a row without the results table's columns, or with an empty or non-finite
             best loss or time.
@@ -198,13 +206,19 @@ def search_record_table(records: Sequence[Mapping[str, Any]], title: str = "the 
     for r in sorted(records, key=lambda r: int(r["seed"])):
         if missing(r.get("search")):
             continue
-        by.setdefault(str(r["search"]), {}).setdefault(_try_outcome(r), []).append(r)
+        limit = None if counted is None else counted.get(str(r["search"]))
+        past = limit is not None and int(r["search_try"]) > limit
+        by.setdefault(str(r["search"]), {}).setdefault("ran past the search's end (not counted)" if past else _try_outcome(r), []).append(r)
     rows = []
     order = ["succeeded"]
     for search, outcomes in by.items():
-        every = [r for rs in outcomes.values() for r in rs]
-        groups = [(o, outcomes[o]) for o in order if o in outcomes] + sorted((o, rs) for o, rs in outcomes.items() if o not in order)
-        for outcome, rs in groups + [("all tries", every)]:
+        past = "ran past the search's end (not counted)"
+        every = [r for o, rs in outcomes.items() if o != past for r in rs]
+        groups = [(o, outcomes[o]) for o in order if o in outcomes] + sorted(
+            ((o, rs) for o, rs in outcomes.items() if o not in order and o != past), key=lambda g: g[0])
+        for outcome, rs in groups + [("all tries", every)] + ([(past, outcomes[past])] if past in outcomes else []):
+            if not rs:
+                continue
             losses = [_finite(r["best_val_loss"], f"{r['name']}: best_val_loss") for r in rs]
             span = f"{min(losses):.3f}" if len(losses) == 1 else f"{min(losses):.3f}-{max(losses):.3f}"
             rows.append([search, outcome, str(len(rs)), ", ".join(_i(r["seed"]) for r in sorted(rs, key=lambda r: int(r["seed"]))),

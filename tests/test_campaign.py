@@ -222,3 +222,13 @@ def test_search_record_scales_a_resumed_try_and_rejects_a_missing_time():
         campaign.search_record_table([_try(4, 9.914, "stop", float("nan"))])
     with pytest.raises(ValueError, match="best_val_loss is not finite"):
         campaign.search_record_table([_try(4, float("inf"), "stop")])
+
+
+def test_search_record_shows_a_try_past_the_searchs_end_apart_from_its_totals():
+    # the search counted 3 tries (its K-th success was try 3); try 4 was running then and finished
+    records = [_try(3, 7.6, "win", search_try=1), _try(4, 9.9, "stop", search_try=2), _try(5, 7.7, "win", search_try=3),
+               _try(6, 9.91, "stop", search_try=4)]
+    rows = [list(r)[1:4] for r in campaign.search_record_table(records, counted={"linear5-h150-d100": 3}).rows]
+    assert rows == [["succeeded", "2", "3, 5"], ["failed: stopped at epoch 500", "1", "4"], ["all tries", "3", "3, 4, 5"],
+                    ["ran past the search's end (not counted)", "1", "6"]]
+    assert [list(r)[2] for r in campaign.search_record_table(records).rows] == ["2", "2", "4"]  # default: all count
