@@ -39,7 +39,10 @@ that failed. Here the rule is code, applied while a run trains:
   last five (0.09) fell below half its plateau, so the rule counted a bifurcation (dated at
   epoch 170); its loss never left the plateau (best 9.90; the successful seed 3 reached 7.61
   and its loss dropped at epoch 270). Of the tries seen before the amendment (seeds 3-9) it
-  changes that verdict only; the tries from seed 10 on are the test it did not see. The rule's
+  changes that verdict only; the tries from seed 10 on are the test it did not see. The first
+  of them it had to decide, seed 17, was a second seed 8 (rule bifurcation, loss on the
+  plateau): without the amendment, seeds 3, 8 and 17 would have been the search's three
+  successes. The rule's
   own verdict stays in the table's ``bifurcated`` column.
 
 :class:`BifurcationRule` is a check for ``hmmrnn.train.train(..., check=rule)``: it records
