@@ -165,6 +165,10 @@ def seed_table(records: Sequence[Mapping[str, Any]], shipped: Mapping[str, int] 
                         "weights, its readout not calibrated"])
 
 
+_PAST_END = "ran past the search's end (not counted)"
+"""Outcome of a try that finished after its search had its K-th success (:func:`search_record_table`)."""
+
+
 def _try_outcome(r: Mapping[str, Any]) -> str:
     """How one try of a seed search ended: succeeded, stopped by the rule, or trained to the end and failed."""
     if truth(r.get("search_success")) is True:
@@ -203,21 +207,20 @@ def search_record_table(records: Sequence[Mapping[str, Any]], counted: Mapping[s
     """
     _check(records)
     by: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
-    for r in sorted(records, key=lambda r: int(r["seed"])):
+    for r in sorted(records, key=lambda r: int(r["seed"])):  # every group lists its tries in seed order
         if missing(r.get("search")):
             continue
         limit = None if counted is None else counted.get(str(r["search"]))
-        past = limit is not None and int(r["search_try"]) > limit
-        by.setdefault(str(r["search"]), {}).setdefault("ran past the search's end (not counted)" if past else _try_outcome(r), []).append(r)
+        outcome = _PAST_END if limit is not None and int(r["search_try"]) > limit else _try_outcome(r)
+        by.setdefault(str(r["search"]), {}).setdefault(outcome, []).append(r)
     rows = []
-    order = ["succeeded"]
     for search, outcomes in by.items():
-        past = "ran past the search's end (not counted)"
-        every = [r for o, rs in outcomes.items() if o != past for r in rs]
-        groups = [(o, outcomes[o]) for o in order if o in outcomes] + sorted(
-            ((o, rs) for o, rs in outcomes.items() if o not in order and o != past), key=lambda g: g[0])
-        for outcome, rs in groups + [("all tries", every)] + ([(past, outcomes[past])] if past in outcomes else []):
-            if not rs:
+        counted_groups = sorted((o for o in outcomes if o != _PAST_END), key=lambda o: (o != "succeeded", o))
+        groups = [(o, outcomes[o]) for o in counted_groups]
+        every = [r for _, rs in groups for r in rs]
+        past = [(_PAST_END, outcomes[_PAST_END])] if _PAST_END in outcomes else []
+        for outcome, rs in groups + [("all tries", every)] + past:
+            if not rs:  # every try of the search ran past its end
                 continue
             losses = [_finite(r["best_val_loss"], f"{r['name']}: best_val_loss") for r in rs]
             span = f"{min(losses):.3f}" if len(losses) == 1 else f"{min(losses):.3f}-{max(losses):.3f}"
