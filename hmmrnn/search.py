@@ -42,7 +42,8 @@ that failed. Here the rule is code, applied while a run trains:
   changes that verdict only; the tries from seed 10 on are the test it did not see. The first
   of them it had to decide, seed 17, was a second seed 8 (rule bifurcation, loss on the
   plateau): without the amendment, seeds 3, 8 and 17 would have been the search's three
-  successes; seed 21 was a third of the kind. The rule's
+  successes; seeds 21, 22 and 24 were three more of the kind (the search ended at its 25
+  tries, seeds 3-27, with seed 3 its only success). The rule's
   own verdict stays in the table's ``bifurcated`` column.
 
 :class:`BifurcationRule` is a check for ``hmmrnn.train.train(..., check=rule)``: it records
